@@ -1,0 +1,62 @@
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+
+use crate::catalog::TableName;
+use crate::config::Config;
+use crate::install::table::{self, AddTable, Mode, OnPeerFailure};
+use crate::install::{self, init};
+
+/// Replicate a table between all nodes: reads its primary key, installs capture triggers and the apply function.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The table, SCHEMA.TABLE; also the name every node knows it by.
+    table: String,
+    /// Use another table on one node, NODE=SCHEMA.TABLE (repeatable).
+    #[arg(long = "map", value_name = "NODE=SCHEMA.TABLE")]
+    map: Vec<String>,
+    /// Replicate only these columns (must include the primary key), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    columns: Option<Vec<String>>,
+    /// Replicate only rows matching this SQL condition over the table's columns.
+    #[arg(long = "where", value_name = "SQL")]
+    where_clause: Option<String>,
+    /// sync: ship at commit; async: queue only, delivered by drain.
+    #[arg(long, value_enum, default_value = "sync")]
+    mode: Mode,
+    /// When a peer cannot take a change: keep it queued, or fail the local write.
+    #[arg(long, value_enum, default_value = "queue")]
+    on_peer_failure: OnPeerFailure,
+    /// Print the SQL each node would run and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn run(config: &Config, args: Args) -> Result<u8> {
+    let name = TableName::parse(&args.table)?;
+    let mut map = BTreeMap::new();
+    for m in &args.map {
+        let (node, table) = m.split_once('=').with_context(|| format!("--map {m:?}: write NODE=SCHEMA.TABLE"))?;
+        config.node(node)?;
+        map.insert(node.to_string(), TableName::parse(table)?);
+    }
+    let req = AddTable {
+        name,
+        map,
+        columns: args.columns,
+        where_clause: args.where_clause,
+        mode: args.mode,
+        on_peer_failure: args.on_peer_failure,
+    };
+    let mut clients = init::connect_all(config)?;
+    let scripts = table::add_scripts(&mut clients, &req)?;
+    if args.dry_run {
+        install::print_scripts(&scripts);
+        return Ok(super::EXIT_OK);
+    }
+    install::run_scripts(&mut clients, &scripts)?;
+    for node in &config.nodes {
+        println!("node {}: replicating {} as {}", node.name, req.local_name(&node.name), req.name);
+    }
+    Ok(super::EXIT_OK)
+}

@@ -1,0 +1,55 @@
+//! Command-line interface: one module per subcommand, each with its `Args` and `run`.
+
+mod add_table;
+mod demo;
+mod init;
+mod output;
+mod remove_table;
+mod status;
+mod verify;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+/// Exit codes monitoring can rely on (ripgrep's convention).
+pub const EXIT_OK: u8 = 0;
+/// A difference was found (verify) or something was left undone.
+pub const EXIT_DIFFERENT: u8 = 1;
+pub const EXIT_ERROR: u8 = 2;
+
+/// Table-level multi-master replication between PostgreSQL databases, with triggers.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Config file with the nodes.
+    #[arg(long, global = true, env = "REPCTL_CONFIG", default_value = "repctl.toml")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Init(init::Args),
+    AddTable(add_table::Args),
+    RemoveTable(remove_table::Args),
+    Verify(verify::Args),
+    Status(status::Args),
+    Demo(demo::Args),
+}
+
+pub fn run(cli: Cli) -> Result<u8> {
+    let load = || Config::load(&cli.config);
+    match cli.command {
+        Command::Init(args) => init::run(&load()?, args),
+        Command::AddTable(args) => add_table::run(&load()?, args),
+        Command::RemoveTable(args) => remove_table::run(&load()?, args),
+        Command::Verify(args) => verify::run(&load()?, args),
+        Command::Status(args) => status::run(&load()?, args),
+        Command::Demo(args) => demo::run(args),
+    }
+}

@@ -1,0 +1,44 @@
+//! Shared output: tables for people, JSON for scripts, and connecting to whatever nodes answer.
+
+use std::collections::BTreeMap;
+
+use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use postgres::Client;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::db;
+
+pub fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_header(header);
+    t
+}
+
+pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Clients for every node that answers; the others with their error (read-only commands go on without them).
+pub type Reachable = (Vec<(String, Option<Client>)>, BTreeMap<String, String>);
+
+pub fn connect_reachable(config: &Config) -> Reachable {
+    let mut errors = BTreeMap::new();
+    let clients = config
+        .nodes
+        .iter()
+        .map(|n| match db::connect(n) {
+            Ok(c) => (n.name.clone(), Some(c)),
+            Err(e) => {
+                errors.insert(n.name.clone(), format!("{e:#}"));
+                (n.name.clone(), None)
+            }
+        })
+        .collect();
+    (clients, errors)
+}
+
+pub fn or_dash<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}

@@ -1,0 +1,38 @@
+use anyhow::Result;
+
+use super::output::{connect_reachable, or_dash, print_json, table};
+use crate::config::Config;
+use crate::ops::status;
+
+/// Show nodes (reachable, versions), replicated tables per node, and whether installed objects are complete.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Exit 0 when everything is reachable and complete, 1 otherwise.
+pub fn run(config: &Config, args: Args) -> Result<u8> {
+    let (mut clients, errors) = connect_reachable(config);
+    let s = status::status(config, &mut clients, &errors)?;
+    if args.json {
+        print_json(&s)?;
+    } else {
+        let mut nodes = table(&["node", "reachable", "server", "repctl", "missing"]);
+        for n in &s.nodes {
+            let missing = n.error.clone().unwrap_or_else(|| n.missing.join(", "));
+            nodes.add_row(vec![n.node.clone(), n.reachable.to_string(), or_dash(n.server_version.clone()), or_dash(n.repctl_version.clone()), missing]);
+        }
+        println!("{nodes}");
+        let mut tables = table(&["table", "mode", "node", "local table", "missing"]);
+        for t in &s.tables {
+            for node in &config.nodes {
+                let missing = t.missing.get(&node.name).map(|m| m.join(", ")).unwrap_or_default();
+                tables.add_row(vec![t.table.clone(), or_dash(t.mode.clone()), node.name.clone(), or_dash(t.nodes.get(&node.name)), missing]);
+            }
+        }
+        println!("{tables}");
+    }
+    Ok(if s.complete { super::EXIT_OK } else { super::EXIT_DIFFERENT })
+}

@@ -1,0 +1,81 @@
+//! `repctl init`: the repctl schema, queue, apply path and one foreign server per peer on every node.
+
+use anyhow::{Context, Result, bail};
+use minijinja::context;
+use postgres::Client;
+use serde_json::{Map, Value as Json};
+
+use super::Script;
+use crate::config::{Config, Node};
+use crate::db;
+use crate::render::{self, names};
+
+/// Renders a node's init script. `mask` hides passwords (dry run).
+pub fn script(config: &Config, node: &Node, client: &mut Client, mask: bool) -> Result<Script> {
+    let dblink: Option<String> = client
+        .query_opt(
+            "select n.nspname::text from pg_extension e join pg_namespace n on n.oid = e.extnamespace
+              where e.extname = 'dblink'",
+            &[],
+        )?
+        .map(|r| r.get(0));
+    let available: bool = client
+        .query_one("select exists (select from pg_available_extensions where name = 'dblink')", &[])?
+        .get(0);
+    if dblink.is_none() && !available {
+        bail!("node {}: the dblink extension is not available; install PostgreSQL's contrib package there", node.name);
+    }
+    let peer_role = node.peer.get("user").map(str::to_string);
+    if let Some(role) = &peer_role {
+        let exists: bool = client.query_one("select exists (select from pg_roles where rolname = $1)", &[role])?.get(0);
+        if !exists {
+            bail!(
+                "node {}: role {role:?} (the user in its peer_dsn) does not exist there; create it or fix peer_dsn",
+                node.name
+            );
+        }
+    }
+    let peers: Vec<_> = config
+        .peers_of(node)
+        .map(|peer| {
+            let mut mapping = peer.peer.user_mapping_options();
+            if mask {
+                mapping.iter_mut().filter(|(k, _)| k == "password").for_each(|(_, v)| *v = "********".into());
+            }
+            context! {
+                name => peer.name.clone(),
+                server => names::server(&peer.name),
+                partition => names::queue_partition(&peer.name),
+                server_options => json_object(&peer.peer.server_options()),
+                user_mapping => json_object(&mapping),
+            }
+        })
+        .collect();
+    let sql = render::render(
+        "node/init.sql",
+        &context! {
+            version => env!("CARGO_PKG_VERSION"),
+            node => node.name.clone(),
+            lock_key => render::LOCK_KEY,
+            dblink_installed => dblink.is_some(),
+            dblink_schema => dblink.unwrap_or_else(|| "repctl".into()),
+            peer_role,
+            peers,
+        },
+    )?;
+    Ok(Script { node: node.name.clone(), sql })
+}
+
+fn json_object(pairs: &[(String, String)]) -> String {
+    let map: Map<String, Json> = pairs.iter().map(|(k, v)| (k.clone(), Json::String(v.clone()))).collect();
+    Json::Object(map).to_string()
+}
+
+/// Connects to every node, failing with the node's name when one is unreachable.
+pub fn connect_all(config: &Config) -> Result<Vec<(String, Client)>> {
+    config
+        .nodes
+        .iter()
+        .map(|n| Ok((n.name.clone(), db::connect(n).with_context(|| "every node must be reachable for this command")?)))
+        .collect()
+}

@@ -1,0 +1,256 @@
+//! `repctl add-table` / `remove-table`: capture triggers and apply functions for one table on every node.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use minijinja::context;
+use minijinja::value::Value;
+use postgres::Client;
+
+use super::Script;
+use crate::catalog::{self, Column, Table, TableName};
+use crate::db;
+use crate::render::{self, names, safe};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Ship each transaction's changes to the peers at commit.
+    Sync,
+    /// Only queue changes; `drain` (or `run`) delivers them.
+    Async,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnPeerFailure {
+    /// Keep the change queued for the peer; the local write succeeds.
+    Queue,
+    /// Fail the local write when a peer cannot take it.
+    Error,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Sync => "sync",
+            Mode::Async => "async",
+        }
+    }
+}
+
+impl OnPeerFailure {
+    fn as_str(self) -> &'static str {
+        match self {
+            OnPeerFailure::Queue => "queue",
+            OnPeerFailure::Error => "error",
+        }
+    }
+}
+
+/// What add-table was asked for.
+pub struct AddTable {
+    pub name: TableName,
+    /// Node name to the local table replicated under `name`.
+    pub map: BTreeMap<String, TableName>,
+    pub columns: Option<Vec<String>>,
+    pub where_clause: Option<String>,
+    pub mode: Mode,
+    pub on_peer_failure: OnPeerFailure,
+}
+
+impl AddTable {
+    pub fn local_name(&self, node: &str) -> &TableName {
+        self.map.get(node).unwrap_or(&self.name)
+    }
+}
+
+/// The logical name every node knows the table by.
+pub fn logical_name(name: &TableName) -> String {
+    name.to_string()
+}
+
+/// Inspects the table on every node, checks they agree, and renders each node's script.
+pub fn add_scripts(clients: &mut [(String, Client)], req: &AddTable) -> Result<Vec<Script>> {
+    for node in req.map.keys() {
+        if !clients.iter().any(|(n, _)| n == node) {
+            bail!("--map names node {node:?}, which is not in the config");
+        }
+    }
+    if let Some(w) = &req.where_clause
+        && w.contains("$fn$")
+    {
+        bail!("--where must not contain \"$fn$\"");
+    }
+    let logical = logical_name(&req.name);
+    let mut tables = Vec::new();
+    for (node, client) in clients.iter_mut() {
+        db::require_installed(client, node)?;
+        let local = req.local_name(node);
+        let already: bool = client
+            .query_one("select exists (select from repctl.tables where name = $1)", &[&logical])?
+            .get(0);
+        if already {
+            bail!("node {node}: table {logical} is already replicated; run `repctl remove-table {logical}` first to change it");
+        }
+        let table = catalog::inspect(client, node, local)?;
+        let table = select_columns(table, req.columns.as_deref(), node)?;
+        if let Some(w) = &req.where_clause {
+            // Parsing the condition against the table proves it is one expression over its columns.
+            client
+                .prepare(&format!("select from only {} where ({w})", table.name.sql()))
+                .with_context(|| format!("node {node}: --where {w:?} is not a valid condition on {}", table.name))?;
+        }
+        tables.push(table);
+    }
+    check_same_shape(clients, &tables)?;
+    let reference = &tables[0];
+    clients
+        .iter()
+        .zip(&tables)
+        .map(|((node, _), table)| {
+            let sql = render_add(node, &logical, table, &reference.columns, req)?;
+            Ok(Script { node: node.clone(), sql })
+        })
+        .collect()
+}
+
+fn select_columns(mut table: Table, wanted: Option<&[String]>, node: &str) -> Result<Table> {
+    let Some(wanted) = wanted else { return Ok(table) };
+    for w in wanted {
+        if !table.columns.iter().any(|c| &c.name == w) {
+            bail!("node {node}: table {} has no column {w:?} (named in --columns)", table.name);
+        }
+    }
+    for k in &table.key {
+        if !wanted.contains(k) {
+            bail!("--columns must include the primary key column {k:?} of {}", table.name);
+        }
+    }
+    table.columns.retain(|c| wanted.contains(&c.name));
+    Ok(table)
+}
+
+/// Every node must replicate the same columns with the same types and the same key.
+fn check_same_shape(clients: &[(String, Client)], tables: &[Table]) -> Result<()> {
+    let first = &tables[0];
+    let sorted = |t: &Table| {
+        let mut cols: Vec<(String, String)> = t.columns.iter().map(|c| (c.name.clone(), c.type_sql.clone())).collect();
+        cols.sort();
+        cols
+    };
+    for ((node, _), t) in clients.iter().zip(tables).skip(1) {
+        if t.key != first.key {
+            bail!(
+                "primary keys differ: {} on node {} has ({}), {} on node {node} has ({})",
+                first.name,
+                clients[0].0,
+                first.key.join(", "),
+                t.name,
+                t.key.join(", ")
+            );
+        }
+        let (a, b) = (sorted(first), sorted(t));
+        if a != b {
+            let only_a: Vec<String> = a.iter().filter(|c| !b.contains(c)).map(|(n, ty)| format!("{n} {ty}")).collect();
+            let only_b: Vec<String> = b.iter().filter(|c| !a.contains(c)).map(|(n, ty)| format!("{n} {ty}")).collect();
+            bail!(
+                "columns differ between node {} ({}) and node {node} ({}): only on {}: [{}]; only on {node}: [{}] \
+                 (align the tables, or replicate the common columns with --columns)",
+                clients[0].0,
+                first.name,
+                t.name,
+                clients[0].0,
+                only_a.join(", "),
+                only_b.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+fn column_values(columns: &[Column]) -> Vec<Value> {
+    columns
+        .iter()
+        .map(|c| context! { name => c.name.clone(), type => safe(c.type_sql.clone()) })
+        .collect()
+}
+
+fn text_settings() -> Vec<(&'static str, &'static str)> {
+    db::TEXT_SETTINGS.to_vec()
+}
+
+/// `columns` is the reference node's column order, used on every node so hashes compare.
+fn render_add(node: &str, logical: &str, table: &Table, columns: &[Column], req: &AddTable) -> Result<String> {
+    let names_taken: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+    let update_columns: Vec<String> = names_taken.iter().filter(|c| !table.key.contains(c)).cloned().collect();
+    render::render(
+        "table/add.sql",
+        &context! {
+            name => logical,
+            node => node.to_string(),
+            lock_key => render::LOCK_KEY,
+            table => safe(table.name.sql()),
+            nsp => table.name.schema.clone(),
+            rel => table.name.table.clone(),
+            columns => column_values(columns),
+            column_names => names_taken.clone(),
+            key_columns => table.key.clone(),
+            key_columns_array => table.key.clone(),
+            update_columns,
+            overriding => table.columns.iter().any(|c| c.identity_always),
+            where => req.where_clause.clone().map(safe),
+            mode => req.mode.as_str(),
+            on_peer_failure => req.on_peer_failure.as_str(),
+            capture_fn => names::capture_fn(logical),
+            apply_fn => names::apply_fn(logical),
+            seq_alias => names::free_alias("s", &names_taken),
+            del_alias => names::free_alias("d", &names_taken),
+            text_settings => text_settings(),
+        },
+    )
+}
+
+/// Renders remove-table for every node; a node that does not replicate the table is left out.
+pub fn remove_scripts(clients: &mut [(String, Client)], name: &TableName, force: bool) -> Result<Vec<Script>> {
+    let logical = logical_name(name);
+    let mut scripts = Vec::new();
+    let mut found = false;
+    for (node, client) in clients.iter_mut() {
+        db::require_installed(client, node)?;
+        let row = client.query_opt(
+            "select nsp::text, rel::text, capture_fn::text, apply_fn::text,
+                    to_regclass(format('%I.%I', nsp, rel)) is not null,
+                    (select count(*) from repctl.queue q where q.tbl = t.name)
+               from repctl.tables t where name = $1",
+            &[&logical],
+        )?;
+        let Some(row) = row else { continue };
+        found = true;
+        let pending: i64 = row.get(5);
+        if pending > 0 && !force {
+            bail!(
+                "node {node}: {pending} change(s) of {logical} are still queued for peers; run `repctl drain` first, \
+                 or pass --force to discard them"
+            );
+        }
+        let table = TableName { schema: row.get(0), table: row.get(1) };
+        let sql = render::render(
+            "table/remove.sql",
+            &context! {
+                name => logical.clone(),
+                node => node.clone(),
+                lock_key => render::LOCK_KEY,
+                table => safe(table.sql()),
+                table_exists => row.get::<_, bool>(4),
+                capture_fn => row.get::<_, String>(2),
+                apply_fn => row.get::<_, String>(3),
+            },
+        )?;
+        scripts.push(Script { node: node.clone(), sql });
+    }
+    if !found {
+        bail!("table {logical} is not replicated on any node (see `repctl status`)");
+    }
+    Ok(scripts)
+}

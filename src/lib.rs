@@ -1,0 +1,18 @@
+//! repctl as a library: the CLI is a thin layer over these modules.
+//!
+//! - `config`, `conninfo`: what the DBA wrote.
+//! - `catalog`: what a table looks like on a node.
+//! - `render`: generated SQL from `templates/`.
+//! - `install`: init, add-table, remove-table on every node.
+//! - `ops`: verify, status.
+//! - `cluster`: throwaway PostgreSQL clusters for the demo, tests and benchmarks.
+
+pub mod catalog;
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod conninfo;
+pub mod db;
+pub mod install;
+pub mod ops;
+pub mod render;

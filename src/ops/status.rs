@@ -1,0 +1,150 @@
+//! `repctl status`: nodes, replicated tables, and whether what repctl installed is complete.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use postgres::Client;
+use serde::Serialize;
+
+use super::{node_table, replicated_tables};
+use crate::config::Config;
+use crate::db;
+use crate::render::names;
+
+#[derive(Debug, Serialize)]
+pub struct NodeStatus {
+    pub node: String,
+    pub reachable: bool,
+    pub server_version: Option<String>,
+    pub repctl_version: Option<String>,
+    /// Objects `init` should have created that are missing (peers' servers, mappings, queues).
+    pub missing: Vec<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TableStatus {
+    pub table: String,
+    pub mode: Option<String>,
+    /// Node name to its local `schema.table` (absent where the table is not replicated).
+    pub nodes: BTreeMap<String, String>,
+    /// Node name to objects add-table should have installed there but that are missing.
+    pub missing: BTreeMap<String, Vec<String>>,
+    pub complete: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub nodes: Vec<NodeStatus>,
+    pub tables: Vec<TableStatus>,
+    pub complete: bool,
+}
+
+pub fn status(config: &Config, clients: &mut [(String, Option<Client>)], errors: &BTreeMap<String, String>) -> Result<Status> {
+    let mut nodes = Vec::new();
+    for (name, client) in clients.iter_mut() {
+        let Some(client) = client else {
+            nodes.push(NodeStatus {
+                node: name.clone(),
+                reachable: false,
+                server_version: None,
+                repctl_version: None,
+                missing: vec![],
+                error: errors.get(name).cloned(),
+            });
+            continue;
+        };
+        let server_version: String = client.query_one("show server_version", &[])?.get(0);
+        let repctl_version = db::installed_version(client)?;
+        let missing = match repctl_version {
+            None => vec!["repctl schema (run repctl init)".to_string()],
+            Some(_) => node_missing(config, name, client)?,
+        };
+        nodes.push(NodeStatus {
+            node: name.clone(),
+            reachable: true,
+            server_version: Some(server_version),
+            repctl_version,
+            missing,
+            error: None,
+        });
+    }
+    let mut tables = Vec::new();
+    for logical in replicated_tables(clients)? {
+        let mut t = TableStatus { table: logical.clone(), mode: None, nodes: BTreeMap::new(), missing: BTreeMap::new(), complete: true };
+        for (name, client) in clients.iter_mut() {
+            let Some(client) = client else {
+                t.complete = false;
+                continue;
+            };
+            if db::installed_version(client)?.is_none() {
+                t.missing.insert(name.clone(), vec!["repctl schema".into()]);
+                t.complete = false;
+                continue;
+            }
+            match node_table(client, &logical)? {
+                None => {
+                    t.missing.insert(name.clone(), vec!["table not added on this node".into()]);
+                    t.complete = false;
+                }
+                Some(nt) => {
+                    t.nodes.insert(name.clone(), crate::catalog::TableName { schema: nt.nsp, table: nt.rel }.to_string());
+                    t.mode.get_or_insert(nt.mode);
+                    let missing = table_missing(client, &logical)?;
+                    if !missing.is_empty() {
+                        t.complete = false;
+                        t.missing.insert(name.clone(), missing);
+                    }
+                }
+            }
+        }
+        tables.push(t);
+    }
+    let complete = nodes.iter().all(|n| n.reachable && n.missing.is_empty()) && tables.iter().all(|t| t.complete);
+    Ok(Status { nodes, tables, complete })
+}
+
+fn node_missing(config: &Config, name: &str, client: &mut Client) -> Result<Vec<String>> {
+    let mut missing = Vec::new();
+    let node = config.node(name)?;
+    for peer in config.peers_of(node) {
+        let server = names::server(&peer.name);
+        let partition = names::queue_partition(&peer.name);
+        let row = client.query_one(
+            "select exists (select from pg_foreign_server where srvname = $1),
+                    exists (select from pg_user_mappings where srvname = $1 and usename = current_user),
+                    to_regclass(format('repctl.%I', $2::text)) is not null,
+                    exists (select from repctl.peer where name = $3)",
+            &[&server, &partition, &peer.name],
+        )?;
+        let checks = [
+            (0, format!("foreign server {server} for peer {}", peer.name)),
+            (1, format!("user mapping on {server}")),
+            (2, format!("queue partition {partition}")),
+            (3, format!("peer row for {}", peer.name)),
+        ];
+        missing.extend(checks.into_iter().filter(|(i, _)| !row.get::<_, bool>(*i)).map(|(_, what)| what));
+    }
+    Ok(missing)
+}
+
+fn table_missing(client: &mut Client, logical: &str) -> Result<Vec<String>> {
+    let rows = client.query(
+        "select what from repctl.tables t,
+                lateral (values
+                  ('capture function', to_regproc(format('repctl.%I', t.capture_fn)) is not null),
+                  ('apply function', exists (select from pg_proc where proname = t.apply_fn
+                                             and pronamespace = 'repctl'::regnamespace)),
+                  ('table', to_regclass(format('%I.%I', t.nsp, t.rel)) is not null)) c(what, ok)
+          where t.name = $1 and not c.ok
+         union all
+         select 'trigger ' || trg from repctl.tables t,
+                unnest(array['repctl_capture_insert', 'repctl_capture_update',
+                             'repctl_capture_delete', 'repctl_capture_truncate']) trg
+          where t.name = $1
+            and not exists (select from pg_trigger g where g.tgname = trg
+                              and g.tgrelid = to_regclass(format('%I.%I', t.nsp, t.rel)))",
+        &[&logical],
+    )?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}

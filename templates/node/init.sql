@@ -1,0 +1,248 @@
+-- repctl {{ version | ql }}: node {{ node | ql }}. Idempotent: a second run changes nothing.
+select pg_advisory_xact_lock({{ lock_key }});
+create schema if not exists repctl;
+revoke all on schema repctl from public;
+{% if not dblink_installed %}create extension if not exists dblink with schema {{ dblink_schema | qi }};
+{% endif %}
+-- The seed article's advice: ordinary roles must not read peers' passwords.
+revoke all on pg_catalog.pg_user_mappings from public;
+
+create table if not exists repctl.meta (
+  key text primary key,
+  value text not null
+);
+insert into repctl.meta as m (key, value)
+values ('node', {{ node | ql }}), ('version', {{ version | ql }})
+on conflict (key) do update set value = excluded.value where m.value is distinct from excluded.value;
+
+-- One row per other node: the foreign server whose user mapping reaches it.
+create table if not exists repctl.peer (
+  name text primary key,
+  server name not null
+);
+
+-- Replicated tables; `name` is the logical name shared by every node, nsp/rel the local table.
+create table if not exists repctl.tables (
+  name text primary key,
+  nsp name not null,
+  rel name not null,
+  columns text[] not null,
+  key_columns text[] not null,
+  where_clause text,
+  mode text not null,
+  on_peer_failure text not null,
+  capture_fn name not null,
+  apply_fn name not null,
+  added_at timestamptz not null default now()
+);
+
+-- The queue: every change a peer has not received yet, as row images (not SQL), one partition per peer.
+create sequence if not exists repctl.queue_seq as bigint;
+create table if not exists repctl.queue (
+  peer text not null,
+  seq bigint not null default nextval('repctl.queue_seq'),
+  tbl text not null,
+  op "char" not null,
+  r jsonb,
+  o jsonb,
+  xid xid8 not null default pg_current_xact_id(),
+  ts timestamptz not null default clock_timestamp(),
+  primary key (peer, seq)
+) partition by list (peer);
+
+-- The last drain batch applied here per origin, so a drain cut off after the peer's commit can
+-- tell which of the origin's queued changes are already applied.
+create table if not exists repctl.applied (
+  origin text primary key,
+  seqs bigint[] not null,
+  at timestamptz not null
+);
+
+-- Per peer: when a drain last delivered and how much in total.
+create table if not exists repctl.delivery (
+  peer text primary key,
+  last_delivery timestamptz,
+  delivered bigint not null default 0
+);
+
+-- One row per writing transaction in synchronous mode; its deferred trigger ships the changes at commit.
+create unlogged table if not exists repctl.flush_request (
+  xid xid8 primary key
+);
+
+create or replace function repctl.ensure_server(p_name name, p_options jsonb) returns void
+language plpgsql set search_path = pg_catalog, pg_temp as $fn$
+declare
+  v_current jsonb;
+  v_changes text;
+begin
+  if not exists (select from pg_foreign_server where srvname = p_name) then
+    execute format('create server %I foreign data wrapper dblink_fdw options (%s)', p_name,
+      (select string_agg(format('%I %L', key, value), ', ' order by key) from jsonb_each_text(p_options)));
+    return;
+  end if;
+  select coalesce(jsonb_object_agg(split_part(o, '=', 1), substr(o, strpos(o, '=') + 1)), '{}')
+    into v_current
+    from pg_foreign_server s, unnest(s.srvoptions) o where s.srvname = p_name;
+  select string_agg(change, ', ' order by key) into v_changes from (
+    select key, format('%s %I %L', case when v_current ? key then 'set' else 'add' end, key, value) as change
+      from jsonb_each_text(p_options) where v_current ->> key is distinct from value
+    union all
+    select key, format('drop %I', key) from jsonb_each_text(v_current) where not p_options ? key
+  ) c;
+  if v_changes is not null then
+    execute format('alter server %I options (%s)', p_name, v_changes);
+  end if;
+end
+$fn$;
+
+create or replace function repctl.ensure_user_mapping(p_server name, p_options jsonb) returns void
+language plpgsql set search_path = pg_catalog, pg_temp as $fn$
+declare
+  v_current jsonb;
+  v_changes text;
+begin
+  select coalesce((select jsonb_object_agg(split_part(o, '=', 1), substr(o, strpos(o, '=') + 1))
+                     from unnest(um.umoptions) o), '{}')
+    into v_current
+    from pg_user_mappings um where um.srvname = p_server and um.usename = current_user;
+  if not found then
+    execute format('create user mapping for current_user server %I options (%s)', p_server,
+      (select string_agg(format('%I %L', key, value), ', ' order by key) from jsonb_each_text(p_options)));
+    return;
+  end if;
+  select string_agg(change, ', ' order by key) into v_changes from (
+    select key, format('%s %I %L', case when v_current ? key then 'set' else 'add' end, key, value) as change
+      from jsonb_each_text(p_options) where v_current ->> key is distinct from value
+    union all
+    select key, format('drop %I', key) from jsonb_each_text(v_current) where not p_options ? key
+  ) c;
+  if v_changes is not null then
+    execute format('alter user mapping for current_user server %I options (%s)', p_server, v_changes);
+  end if;
+end
+$fn$;
+
+-- Called by every capture trigger in synchronous mode: asks for one flush at commit per transaction.
+create or replace function repctl.arm_flush() returns void
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $fn$
+begin
+  if current_setting('repctl.flush_armed', true) is distinct from 'on' then
+    perform set_config('repctl.flush_armed', 'on', true);
+    insert into repctl.flush_request values (pg_current_xact_id()) on conflict do nothing;
+  end if;
+end
+$fn$;
+
+-- Runs at commit (deferred constraint trigger): ships this transaction's changes to each peer in one
+-- round trip, unless older changes wait for that peer; a peer that fails keeps them queued.
+create or replace function repctl.flush() returns trigger
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $fn$
+declare
+  v_me xid8 := pg_current_xact_id();
+  v_origin text := (select value from repctl.meta where key = 'node');
+  v_peer record;
+  v_payload jsonb;
+  v_seqs bigint[];
+  v_strict boolean;
+  v_conn text;
+begin
+  delete from repctl.flush_request where xid = v_me;
+  -- SERIALIZABLE commits can still fail after this point; their changes wait for a drain instead.
+  if current_setting('transaction_isolation') = 'serializable' then
+    return null;
+  end if;
+  for v_peer in select name, server from repctl.peer order by name loop
+    -- Changes queued earlier for this peer go first (the seed's section 3 reordering).
+    continue when exists (select from repctl.queue q where q.peer = v_peer.name and q.xid <> v_me);
+    select jsonb_agg(jsonb_build_object('s', q.seq, 't', q.tbl, 'op', q.op, 'r', q.r, 'o', q.o) order by q.seq),
+           array_agg(q.seq),
+           bool_or(t.on_peer_failure = 'error')
+      into v_payload, v_seqs, v_strict
+      from repctl.queue q join repctl.tables t on t.name = q.tbl
+     where q.peer = v_peer.name and q.xid = v_me;
+    continue when v_payload is null;
+    v_conn := 'repctl:' || v_peer.name;
+    begin
+      if not coalesce(v_conn = any ({{ dblink_schema | qi }}.dblink_get_connections()), false) then
+        perform {{ dblink_schema | qi }}.dblink_connect(v_conn, v_peer.server);
+      end if;
+      perform from {{ dblink_schema | qi }}.dblink(v_conn,
+        format('select repctl.apply(%L, %L::jsonb)', v_origin, v_payload)) as applied(n integer);
+      delete from repctl.queue where peer = v_peer.name and seq = any (v_seqs);
+    exception when others then
+      if coalesce(v_conn = any ({{ dblink_schema | qi }}.dblink_get_connections()), false) then
+        perform {{ dblink_schema | qi }}.dblink_disconnect(v_conn);
+      end if;
+      if v_strict then
+        raise exception 'repctl: peer % did not take this transaction''s changes: %', v_peer.name, sqlerrm
+          using hint = 'the table is set to --on-peer-failure error; the local write is rolled back';
+      end if;
+      raise warning 'repctl: peer % did not take % change(s), kept in its queue: %',
+        v_peer.name, cardinality(v_seqs), sqlerrm;
+    end;
+  end loop;
+  return null;
+end
+$fn$;
+
+do $do$
+begin
+  if not exists (select from pg_trigger where tgrelid = 'repctl.flush_request'::regclass and tgname = 'repctl_flush') then
+    create constraint trigger repctl_flush after insert on repctl.flush_request
+      deferrable initially deferred for each row execute function repctl.flush();
+  end if;
+end
+$do$;
+
+-- The one apply path, used by synchronous delivery, drain and run alike. Changes arrive in origin
+-- order; consecutive changes of one table go to that table's apply function in one set-based step.
+create or replace function repctl.apply(p_origin text, p_changes jsonb, p_batch bigint[] default null)
+returns integer
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $fn$
+declare
+  v_segment record;
+  v_fn name;
+  v_count integer := 0;
+begin
+  -- Marks this transaction as replication so the capture triggers do not send the changes back.
+  perform set_config('repctl.applying', 'on', true);
+  for v_segment in
+    select s.tbl, s.trunc, jsonb_agg(s.c order by s.ord) as changes
+      from (select c, ord, c ->> 't' as tbl, (c ->> 'op') = 'T' as trunc,
+                   ord - row_number() over (partition by c ->> 't', (c ->> 'op') = 'T' order by ord) as grp
+              from jsonb_array_elements(p_changes) with ordinality as e(c, ord)) s
+     group by s.tbl, s.trunc, s.grp
+     order by min(s.ord)
+  loop
+    select apply_fn into v_fn from repctl.tables where name = v_segment.tbl;
+    if v_fn is null then
+      raise exception 'repctl: table % from node % is not replicated on node %', v_segment.tbl, p_origin,
+        (select value from repctl.meta where key = 'node')
+        using hint = 'run repctl add-table for it, or repctl remove-table on every node';
+    end if;
+    execute format('select repctl.%I($1, $2)', v_fn) using v_segment.changes, v_segment.trunc;
+    v_count := v_count + jsonb_array_length(v_segment.changes);
+  end loop;
+  if p_batch is not null then
+    insert into repctl.applied as a (origin, seqs, at) values (p_origin, p_batch, now())
+    on conflict (origin) do update set seqs = excluded.seqs, at = excluded.at;
+  end if;
+  return v_count;
+end
+$fn$;
+
+revoke all on all functions in schema repctl from public;
+{% if peer_role %}-- The role the other nodes log in as (peer_dsn's user) may only apply changes.
+grant usage on schema repctl to {{ peer_role | qi }};
+grant execute on function repctl.apply(text, jsonb, bigint[]) to {{ peer_role | qi }};
+{% endif %}
+{% for peer in peers %}
+-- Peer {{ peer.name | ql }}: reached through foreign server {{ peer.server | qi }}.
+create table if not exists repctl.{{ peer.partition | qi }} partition of repctl.queue for values in ({{ peer.name | ql }});
+insert into repctl.peer (name, server) values ({{ peer.name | ql }}, {{ peer.server | ql }})
+on conflict (name) do update set server = excluded.server where peer.server is distinct from excluded.server;
+insert into repctl.delivery (peer) values ({{ peer.name | ql }}) on conflict do nothing;
+select repctl.ensure_server({{ peer.server | ql }}, {{ peer.server_options | ql }}::jsonb);
+select repctl.ensure_user_mapping({{ peer.server | ql }}, {{ peer.user_mapping | ql }}::jsonb);
+{% endfor %}

@@ -1,0 +1,67 @@
+{#- Capture: statement-level triggers with transition tables queue each statement's rows in one
+    set-based insert, one row image per peer, in the writing transaction. -#}
+{%- macro image(alias) -%}
+jsonb_object(array[{% for c in columns %}{{ c.name | ql }}{% if not loop.last %}, {% endif %}{% endfor %}], array[{% for c in columns %}{{ alias | qi }}.{{ c.name | qi }}::text{% if not loop.last %}, {% endif %}{% endfor %}])
+{%- endmacro -%}
+{%- macro key(alias) -%}
+row({% for c in key_columns %}{{ alias | qi }}.{{ c | qi }}{% if not loop.last %}, {% endif %}{% endfor %})
+{%- endmacro -%}
+{%- macro filtered(rows) -%}
+{% if where %}(select * from {{ rows | qi }} where ({{ where }})){% else %}{{ rows | qi }}{% endif %}
+{%- endmacro -%}
+-- Capture for {{ name | ql }} on node {{ node | ql }} ({{ mode | ql }} mode).
+create or replace function repctl.{{ capture_fn | qi }}() returns trigger
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+{% include "table/text_settings.sql" %}
+as $fn$
+begin
+  -- Changes applied from a peer are not sent on (no loops, for any number of nodes).
+  if current_setting('repctl.applying', true) = 'on' then
+    return null;
+  end if;
+  if tg_op = 'INSERT' then
+    insert into repctl.queue (peer, tbl, op, r)
+    select p.name, {{ name | ql }}, 'I', c.r
+      from (select {{ image("n") }} as r from {{ filtered("new_rows") }} n) c
+     cross join repctl.peer p;
+  elsif tg_op = 'UPDATE' then
+    -- Old and new rows pair up by key; a changed key is a delete of the old key and an insert of the new.
+    insert into repctl.queue (peer, tbl, op, r, o)
+    select p.name, {{ name | ql }},
+           case when o.r is null then 'I' when n.r is null then 'D' else 'U' end, n.r, o.r
+      from (select {{ key("n") }} as k, {{ image("n") }} as r from {{ filtered("new_rows") }} n) n
+      full join (select {{ key("o") }} as k, {{ image("o") }} as r from {{ filtered("old_rows") }} o) o on n.k = o.k
+     cross join repctl.peer p
+     where n.r is distinct from o.r;
+  elsif tg_op = 'DELETE' then
+    insert into repctl.queue (peer, tbl, op, o)
+    select p.name, {{ name | ql }}, 'D', c.o
+      from (select {{ image("o") }} as o from {{ filtered("old_rows") }} o) c
+     cross join repctl.peer p;
+  else
+    insert into repctl.queue (peer, tbl, op)
+    select p.name, {{ name | ql }}, 'T' from repctl.peer p;
+  end if;
+{% if mode == "sync" %}
+  if found then
+    perform repctl.arm_flush();
+  end if;
+{% endif %}
+  return null;
+end
+$fn$;
+revoke all on function repctl.{{ capture_fn | qi }}() from public;
+
+drop trigger if exists repctl_capture_insert on {{ table }};
+create trigger repctl_capture_insert after insert on {{ table }}
+  referencing new table as new_rows for each statement execute function repctl.{{ capture_fn | qi }}();
+drop trigger if exists repctl_capture_update on {{ table }};
+create trigger repctl_capture_update after update on {{ table }}
+  referencing old table as old_rows new table as new_rows for each statement execute function repctl.{{ capture_fn | qi }}();
+drop trigger if exists repctl_capture_delete on {{ table }};
+create trigger repctl_capture_delete after delete on {{ table }}
+  referencing old table as old_rows for each statement execute function repctl.{{ capture_fn | qi }}();
+drop trigger if exists repctl_capture_truncate on {{ table }};
+create trigger repctl_capture_truncate after truncate on {{ table }}
+  for each statement execute function repctl.{{ capture_fn | qi }}();
