@@ -52,7 +52,8 @@ impl Config {
 
     /// Parses config text; `env` looks up environment variables (injected so tests need not mutate the process env).
     pub fn parse(text: &str, path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
-        let file: File = toml::from_str(text).with_context(|| format!("config {} is not valid", path.display()))?;
+        let file: File = toml::from_str(text)
+            .with_context(|| format!("config {} is not valid", path.display()))?;
         if file.nodes.len() < 2 {
             bail!(
                 "config {}: {} node(s) configured; replication needs at least two [nodes.NAME] sections",
@@ -65,19 +66,28 @@ impl Config {
             if name.is_empty() {
                 bail!("config {}: a node name is empty", path.display());
             }
-            ConnInfo::parse(&node.dsn).with_context(|| format!("node {name}: dsn is not a valid connection string"))?;
+            ConnInfo::parse(&node.dsn)
+                .with_context(|| format!("node {name}: dsn is not a valid connection string"))?;
             let peer_text = node.peer_dsn.as_deref().unwrap_or(&node.dsn);
-            let mut peer = ConnInfo::parse(peer_text)
-                .with_context(|| format!("node {name}: peer_dsn is not a valid connection string"))?;
+            let mut peer = ConnInfo::parse(peer_text).with_context(|| {
+                format!("node {name}: peer_dsn is not a valid connection string")
+            })?;
             if let Some(var) = &node.peer_password_env {
                 let password = env(var).with_context(|| {
                     format!("node {name}: peer_password_env names {var}, which is not set: export {var}=<password of the peer_dsn user>")
                 })?;
                 peer.set("password", &password);
             }
-            nodes.push(Node { name, dsn: node.dsn, peer });
+            nodes.push(Node {
+                name,
+                dsn: node.dsn,
+                peer,
+            });
         }
-        Ok(Config { path: path.to_path_buf(), nodes })
+        Ok(Config {
+            path: path.to_path_buf(),
+            nodes,
+        })
     }
 
     pub fn node(&self, name: &str) -> Result<&Node> {
@@ -85,7 +95,11 @@ impl Config {
             format!(
                 "no node named {name:?} in {}; configured: {}",
                 self.path.display(),
-                self.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+                self.nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })
     }
@@ -125,15 +139,27 @@ peer_password_env = "REMOTE_PW"
 
     #[test]
     fn unknown_key_is_an_error_naming_it() {
-        let text = SEED.replace("peer_dsn = \"host=10.1.2.3 port=5441 dbname=local", "peer_dns = \"host=x");
-        let err = format!("{:#}", Config::parse(&text, Path::new("r.toml"), env).unwrap_err());
+        let text = SEED.replace(
+            "peer_dsn = \"host=10.1.2.3 port=5441 dbname=local",
+            "peer_dns = \"host=x",
+        );
+        let err = format!(
+            "{:#}",
+            Config::parse(&text, Path::new("r.toml"), env).unwrap_err()
+        );
         assert!(err.contains("peer_dns"), "{err}");
     }
 
     #[test]
     fn missing_env_var_names_node_and_var() {
-        let err = format!("{:#}", Config::parse(SEED, Path::new("r.toml"), |_| None).unwrap_err());
-        assert!(err.contains("node local") && err.contains("LOCAL_PW"), "{err}");
+        let err = format!(
+            "{:#}",
+            Config::parse(SEED, Path::new("r.toml"), |_| None).unwrap_err()
+        );
+        assert!(
+            err.contains("node local") && err.contains("LOCAL_PW"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -25,7 +25,13 @@ impl fmt::Display for ConnInfo {
         let shown: Vec<String> = self
             .pairs
             .iter()
-            .map(|(k, v)| if k == "password" { format!("{k}=********") } else { format!("{k}={}", quote(v)) })
+            .map(|(k, v)| {
+                if k == "password" {
+                    format!("{k}=********")
+                } else {
+                    format!("{k}={}", quote(v))
+                }
+            })
             .collect();
         write!(f, "{}", shown.join(" "))
     }
@@ -43,7 +49,11 @@ impl ConnInfo {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn set(&mut self, key: &str, value: &str) {
@@ -53,7 +63,11 @@ impl ConnInfo {
 
     /// The full keyword/value string, password included: only for handing to a driver.
     pub fn to_secret_string(&self) -> String {
-        self.pairs.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect::<Vec<_>>().join(" ")
+        self.pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={}", quote(v)))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Options for the foreign server: everything but who logs in.
@@ -153,7 +167,9 @@ fn parse_url(text: &str) -> Result<Vec<(String, String)>> {
     let (userinfo, hostport) = authority.rsplit_once('@').unwrap_or(("", authority));
     let mut pairs = Vec::new();
     if !userinfo.is_empty() {
-        let (user, password) = userinfo.split_once(':').map_or((userinfo, None), |(u, p)| (u, Some(p)));
+        let (user, password) = userinfo
+            .split_once(':')
+            .map_or((userinfo, None), |(u, p)| (u, Some(p)));
         pairs.push(("user".into(), decode(user)?));
         if let Some(p) = password {
             pairs.push(("password".into(), decode(p)?));
@@ -165,7 +181,9 @@ fn parse_url(text: &str) -> Result<Vec<(String, String)>> {
                 let (h, after) = v6.split_once(']').unwrap_or((v6, ""));
                 (h, after.strip_prefix(':'))
             }
-            None => hostport.split_once(':').map_or((hostport, None), |(h, p)| (h, Some(p))),
+            None => hostport
+                .split_once(':')
+                .map_or((hostport, None), |(h, p)| (h, Some(p))),
         };
         if !host.is_empty() {
             pairs.push(("host".into(), decode(host)?));
@@ -192,8 +210,12 @@ fn decode(s: &str) -> Result<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
-            let Some(b) = hex else { bail!("bad percent-escape in {s:?}") };
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            let Some(b) = hex else {
+                bail!("bad percent-escape in {s:?}")
+            };
             out.push(b);
             i += 3;
         } else {
@@ -219,7 +241,8 @@ mod tests {
 
     #[test]
     fn url_form() {
-        let c = ConnInfo::parse("postgresql://remote:p%40ss@10.1.2.3:5441/remote?sslmode=require").unwrap();
+        let c = ConnInfo::parse("postgresql://remote:p%40ss@10.1.2.3:5441/remote?sslmode=require")
+            .unwrap();
         assert_eq!(c.get("user"), Some("remote"));
         assert_eq!(c.get("password"), Some("p@ss"));
         assert_eq!(c.get("host"), Some("10.1.2.3"));
@@ -232,8 +255,14 @@ mod tests {
     fn server_and_mapping_options_split() {
         let c = ConnInfo::parse("host=h dbname=d user=u password=p").unwrap();
         let server: Vec<_> = c.server_options().into_iter().map(|(k, _)| k).collect();
-        assert_eq!(server, ["application_name", "connect_timeout", "dbname", "host"]);
-        assert_eq!(c.user_mapping_options(), [("user".into(), "u".into()), ("password".into(), "p".into())]);
+        assert_eq!(
+            server,
+            ["application_name", "connect_timeout", "dbname", "host"]
+        );
+        assert_eq!(
+            c.user_mapping_options(),
+            [("user".into(), "u".into()), ("password".into(), "p".into())]
+        );
     }
 
     #[test]

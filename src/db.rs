@@ -21,9 +21,15 @@ pub const TEXT_SETTINGS: &[(&str, &str)] = &[
 
 /// Connects to a node as configured by `dsn`.
 pub fn connect(node: &Node) -> Result<Client> {
-    let shown = ConnInfo::parse(&node.dsn).map(|c| c.to_string()).unwrap_or_default();
-    let mut config = postgres::Config::from_str(&node.dsn)
-        .with_context(|| format!("node {}: dsn is not a valid connection string ({shown})", node.name))?;
+    let shown = ConnInfo::parse(&node.dsn)
+        .map(|c| c.to_string())
+        .unwrap_or_default();
+    let mut config = postgres::Config::from_str(&node.dsn).with_context(|| {
+        format!(
+            "node {}: dsn is not a valid connection string ({shown})",
+            node.name
+        )
+    })?;
     if config.get_application_name().is_none() {
         config.application_name("repctl");
     }
@@ -50,11 +56,15 @@ pub fn pin_text_settings(tx: &mut impl postgres::GenericClient) -> Result<()> {
 
 /// The installed repctl version on a node, or None when `repctl init` has not run there.
 pub fn installed_version(client: &mut Client) -> Result<Option<String>> {
-    let installed: bool = client.query_one("select to_regclass('repctl.meta') is not null", &[])?.get(0);
+    let installed: bool = client
+        .query_one("select to_regclass('repctl.meta') is not null", &[])?
+        .get(0);
     if !installed {
         return Ok(None);
     }
-    Ok(client.query_opt("select value from repctl.meta where key = 'version'", &[])?.map(|r| r.get(0)))
+    Ok(client
+        .query_opt("select value from repctl.meta where key = 'version'", &[])?
+        .map(|r| r.get(0)))
 }
 
 /// Fails with what to do when a node has no repctl schema.

@@ -4,9 +4,11 @@
 //! - `catalog`: what a table looks like on a node.
 //! - `render`: generated SQL from `templates/`.
 //! - `install`: init, add-table, remove-table on every node.
-//! - `ops`: verify, status.
+//! - `apply`: delivering queued changes (drain).
+//! - `ops`: verify, status, lag.
 //! - `cluster`: throwaway PostgreSQL clusters for the demo, tests and benchmarks.
 
+pub mod apply;
 pub mod catalog;
 pub mod cli;
 pub mod cluster;

@@ -15,9 +15,17 @@ impl TableName {
     pub fn parse(text: &str) -> Result<TableName> {
         let parts = split_identifiers(text)?;
         match parts.as_slice() {
-            [table] => Ok(TableName { schema: "public".into(), table: table.clone() }),
-            [schema, table] => Ok(TableName { schema: schema.clone(), table: table.clone() }),
-            _ => bail!("{text:?} is not a table name: write SCHEMA.TABLE (quote parts with dots, e.g. \"my.schema\".t)"),
+            [table] => Ok(TableName {
+                schema: "public".into(),
+                table: table.clone(),
+            }),
+            [schema, table] => Ok(TableName {
+                schema: schema.clone(),
+                table: table.clone(),
+            }),
+            _ => bail!(
+                "{text:?} is not a table name: write SCHEMA.TABLE (quote parts with dots, e.g. \"my.schema\".t)"
+            ),
         }
     }
 
@@ -30,14 +38,28 @@ impl TableName {
 /// Displays in the form `parse` reads back, quoting only where needed.
 impl fmt::Display for TableName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", display_part(&self.schema), display_part(&self.table))
+        write!(
+            f,
+            "{}.{}",
+            display_part(&self.schema),
+            display_part(&self.table)
+        )
     }
 }
 
 fn display_part(part: &str) -> String {
-    let plain = part.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain { part.to_string() } else { crate::render::quote_ident(part) }
+    let plain = part
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && part
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        part.to_string()
+    } else {
+        crate::render::quote_ident(part)
+    }
 }
 
 fn split_identifiers(text: &str) -> Result<Vec<String>> {
@@ -87,7 +109,10 @@ mod tests {
     #[test]
     fn parses_and_displays() {
         let t = TableName::parse(r#""My.Schema"."Ta""ble""#).unwrap();
-        assert_eq!((t.schema.as_str(), t.table.as_str()), ("My.Schema", "Ta\"ble"));
+        assert_eq!(
+            (t.schema.as_str(), t.table.as_str()),
+            ("My.Schema", "Ta\"ble")
+        );
         assert_eq!(TableName::parse(&t.to_string()).unwrap(), t);
         let t = TableName::parse("Local.LOC_test").unwrap();
         assert_eq!(t.to_string(), "local.loc_test");

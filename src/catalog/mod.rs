@@ -36,12 +36,16 @@ pub fn inspect(client: &mut Client, node: &str, name: &TableName) -> Result<Tabl
         )
         .with_context(|| format!("node {node}: reading the catalog for {name}"))?;
     let Some(row) = row else {
-        bail!("node {node}: table {name} does not exist (create it there first, or map another table with --map {node}=SCHEMA.TABLE)");
+        bail!(
+            "node {node}: table {name} does not exist (create it there first, or map another table with --map {node}=SCHEMA.TABLE)"
+        );
     };
     let oid: u32 = row.get(0);
     let kind: String = row.get(1);
     if kind != "r" {
-        bail!("node {node}: {name} is not a plain table (relkind {kind}); repctl replicates ordinary tables");
+        bail!(
+            "node {node}: {name} is not a plain table (relkind {kind}); repctl replicates ordinary tables"
+        );
     }
     let columns = client
         .query(
@@ -52,7 +56,11 @@ pub fn inspect(client: &mut Client, node: &str, name: &TableName) -> Result<Tabl
             &[&oid],
         )?
         .iter()
-        .map(|r| Column { name: r.get(0), type_sql: r.get(1), identity_always: r.get(2) })
+        .map(|r| Column {
+            name: r.get(0),
+            type_sql: r.get(1),
+            identity_always: r.get(2),
+        })
         .collect();
     let key: Vec<String> = client
         .query(
@@ -68,7 +76,14 @@ pub fn inspect(client: &mut Client, node: &str, name: &TableName) -> Result<Tabl
         .map(|r| r.get(0))
         .collect();
     if key.is_empty() {
-        bail!("node {node}: table {name} has no primary key; repctl identifies rows by it (add one: alter table {} add primary key (...))", name.sql());
+        bail!(
+            "node {node}: table {name} has no primary key; repctl identifies rows by it (add one: alter table {} add primary key (...))",
+            name.sql()
+        );
     }
-    Ok(Table { name: name.clone(), columns, key })
+    Ok(Table {
+        name: name.clone(),
+        columns,
+        key,
+    })
 }

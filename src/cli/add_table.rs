@@ -36,7 +36,9 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     let name = TableName::parse(&args.table)?;
     let mut map = BTreeMap::new();
     for m in &args.map {
-        let (node, table) = m.split_once('=').with_context(|| format!("--map {m:?}: write NODE=SCHEMA.TABLE"))?;
+        let (node, table) = m
+            .split_once('=')
+            .with_context(|| format!("--map {m:?}: write NODE=SCHEMA.TABLE"))?;
         config.node(node)?;
         map.insert(node.to_string(), TableName::parse(table)?);
     }
@@ -56,7 +58,12 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     }
     install::run_scripts(&mut clients, &scripts)?;
     for node in &config.nodes {
-        println!("node {}: replicating {} as {}", node.name, req.local_name(&node.name), req.name);
+        println!(
+            "node {}: replicating {} as {}",
+            node.name,
+            req.local_name(&node.name),
+            req.name
+        );
     }
     Ok(super::EXIT_OK)
 }

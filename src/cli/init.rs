@@ -25,7 +25,11 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     }
     install::run_scripts(&mut clients, &scripts)?;
     for node in &config.nodes {
-        println!("node {}: initialized ({} peer(s))", node.name, config.nodes.len() - 1);
+        println!(
+            "node {}: initialized ({} peer(s))",
+            node.name,
+            config.nodes.len() - 1
+        );
     }
     Ok(super::EXIT_OK)
 }

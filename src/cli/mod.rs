@@ -2,7 +2,9 @@
 
 mod add_table;
 mod demo;
+mod drain;
 mod init;
+mod lag;
 mod output;
 mod remove_table;
 mod status;
@@ -26,7 +28,12 @@ pub const EXIT_ERROR: u8 = 2;
 #[command(version, about)]
 pub struct Cli {
     /// Config file with the nodes.
-    #[arg(long, global = true, env = "REPCTL_CONFIG", default_value = "repctl.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "REPCTL_CONFIG",
+        default_value = "repctl.toml"
+    )]
     pub config: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -38,6 +45,8 @@ pub enum Command {
     AddTable(add_table::Args),
     RemoveTable(remove_table::Args),
     Verify(verify::Args),
+    Drain(drain::Args),
+    Lag(lag::Args),
     Status(status::Args),
     Demo(demo::Args),
 }
@@ -49,6 +58,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::AddTable(args) => add_table::run(&load()?, args),
         Command::RemoveTable(args) => remove_table::run(&load()?, args),
         Command::Verify(args) => verify::run(&load()?, args),
+        Command::Drain(args) => drain::run(&load()?, args),
+        Command::Lag(args) => lag::run(&load()?, args),
         Command::Status(args) => status::run(&load()?, args),
         Command::Demo(args) => demo::run(args),
     }

@@ -22,17 +22,37 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         let mut nodes = table(&["node", "reachable", "server", "repctl", "missing"]);
         for n in &s.nodes {
             let missing = n.error.clone().unwrap_or_else(|| n.missing.join(", "));
-            nodes.add_row(vec![n.node.clone(), n.reachable.to_string(), or_dash(n.server_version.clone()), or_dash(n.repctl_version.clone()), missing]);
+            nodes.add_row(vec![
+                n.node.clone(),
+                n.reachable.to_string(),
+                or_dash(n.server_version.clone()),
+                or_dash(n.repctl_version.clone()),
+                missing,
+            ]);
         }
         println!("{nodes}");
         let mut tables = table(&["table", "mode", "node", "local table", "missing"]);
         for t in &s.tables {
             for node in &config.nodes {
-                let missing = t.missing.get(&node.name).map(|m| m.join(", ")).unwrap_or_default();
-                tables.add_row(vec![t.table.clone(), or_dash(t.mode.clone()), node.name.clone(), or_dash(t.nodes.get(&node.name)), missing]);
+                let missing = t
+                    .missing
+                    .get(&node.name)
+                    .map(|m| m.join(", "))
+                    .unwrap_or_default();
+                tables.add_row(vec![
+                    t.table.clone(),
+                    or_dash(t.mode.clone()),
+                    node.name.clone(),
+                    or_dash(t.nodes.get(&node.name)),
+                    missing,
+                ]);
             }
         }
         println!("{tables}");
     }
-    Ok(if s.complete { super::EXIT_OK } else { super::EXIT_DIFFERENT })
+    Ok(if s.complete {
+        super::EXIT_OK
+    } else {
+        super::EXIT_DIFFERENT
+    })
 }

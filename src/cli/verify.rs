@@ -18,7 +18,12 @@ pub struct Args {
 
 /// Exit 0 when all nodes agree, 1 when any differ or cannot be checked, 2 on error.
 pub fn run(config: &Config, args: Args) -> Result<u8> {
-    let only = args.table.as_deref().map(TableName::parse).transpose()?.map(|t| t.to_string());
+    let only = args
+        .table
+        .as_deref()
+        .map(TableName::parse)
+        .transpose()?
+        .map(|t| t.to_string());
     let (mut clients, _) = connect_reachable(config);
     let reports = verify::verify(&mut clients, only.as_deref())?;
     let equal = reports.iter().all(|r| r.equal);
@@ -33,7 +38,14 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
                     (None, true) => "equal".into(),
                     (None, false) => "DIFFERS".into(),
                 };
-                t.add_row(vec![r.table.clone(), n.node.clone(), or_dash(n.table.clone()), or_dash(n.rows), or_dash(n.hash), state]);
+                t.add_row(vec![
+                    r.table.clone(),
+                    n.node.clone(),
+                    or_dash(n.table.clone()),
+                    or_dash(n.rows),
+                    or_dash(n.hash),
+                    state,
+                ]);
             }
         }
         println!("{t}");
@@ -41,5 +53,9 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
             println!("no replicated tables");
         }
     }
-    Ok(if equal { super::EXIT_OK } else { super::EXIT_DIFFERENT })
+    Ok(if equal {
+        super::EXIT_OK
+    } else {
+        super::EXIT_DIFFERENT
+    })
 }

@@ -20,14 +20,25 @@ pub fn script(config: &Config, node: &Node, client: &mut Client, mask: bool) -> 
         )?
         .map(|r| r.get(0));
     let available: bool = client
-        .query_one("select exists (select from pg_available_extensions where name = 'dblink')", &[])?
+        .query_one(
+            "select exists (select from pg_available_extensions where name = 'dblink')",
+            &[],
+        )?
         .get(0);
     if dblink.is_none() && !available {
-        bail!("node {}: the dblink extension is not available; install PostgreSQL's contrib package there", node.name);
+        bail!(
+            "node {}: the dblink extension is not available; install PostgreSQL's contrib package there",
+            node.name
+        );
     }
     let peer_role = node.peer.get("user").map(str::to_string);
     if let Some(role) = &peer_role {
-        let exists: bool = client.query_one("select exists (select from pg_roles where rolname = $1)", &[role])?.get(0);
+        let exists: bool = client
+            .query_one(
+                "select exists (select from pg_roles where rolname = $1)",
+                &[role],
+            )?
+            .get(0);
         if !exists {
             bail!(
                 "node {}: role {role:?} (the user in its peer_dsn) does not exist there; create it or fix peer_dsn",
@@ -40,7 +51,10 @@ pub fn script(config: &Config, node: &Node, client: &mut Client, mask: bool) -> 
         .map(|peer| {
             let mut mapping = peer.peer.user_mapping_options();
             if mask {
-                mapping.iter_mut().filter(|(k, _)| k == "password").for_each(|(_, v)| *v = "********".into());
+                mapping
+                    .iter_mut()
+                    .filter(|(k, _)| k == "password")
+                    .for_each(|(_, v)| *v = "********".into());
             }
             context! {
                 name => peer.name.clone(),
@@ -63,11 +77,17 @@ pub fn script(config: &Config, node: &Node, client: &mut Client, mask: bool) -> 
             peers,
         },
     )?;
-    Ok(Script { node: node.name.clone(), sql })
+    Ok(Script {
+        node: node.name.clone(),
+        sql,
+    })
 }
 
 fn json_object(pairs: &[(String, String)]) -> String {
-    let map: Map<String, Json> = pairs.iter().map(|(k, v)| (k.clone(), Json::String(v.clone()))).collect();
+    let map: Map<String, Json> = pairs
+        .iter()
+        .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+        .collect();
     Json::Object(map).to_string()
 }
 
@@ -76,6 +96,11 @@ pub fn connect_all(config: &Config) -> Result<Vec<(String, Client)>> {
     config
         .nodes
         .iter()
-        .map(|n| Ok((n.name.clone(), db::connect(n).with_context(|| "every node must be reachable for this command")?)))
+        .map(|n| {
+            Ok((
+                n.name.clone(),
+                db::connect(n).with_context(|| "every node must be reachable for this command")?,
+            ))
+        })
         .collect()
 }

@@ -27,15 +27,20 @@ pub fn print_scripts(scripts: &[Script]) {
 pub fn run_scripts(clients: &mut [(String, Client)], scripts: &[Script]) -> Result<()> {
     let mut open = Vec::new();
     for (name, client) in clients.iter_mut() {
-        let Some(script) = scripts.iter().find(|s| &s.node == name) else { continue };
-        let mut tx = client.transaction().with_context(|| format!("node {name}: begin"))?;
+        let Some(script) = scripts.iter().find(|s| &s.node == name) else {
+            continue;
+        };
+        let mut tx = client
+            .transaction()
+            .with_context(|| format!("node {name}: begin"))?;
         tx.batch_execute(&script.sql).with_context(|| {
             format!("node {name}: installing failed; no node was changed (the SQL is shown by --dry-run)")
         })?;
         open.push((name.clone(), tx));
     }
     for (name, tx) in open {
-        tx.commit().with_context(|| format!("node {name}: commit failed"))?;
+        tx.commit()
+            .with_context(|| format!("node {name}: commit failed"))?;
     }
     Ok(())
 }

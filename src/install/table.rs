@@ -88,18 +88,31 @@ pub fn add_scripts(clients: &mut [(String, Client)], req: &AddTable) -> Result<V
         db::require_installed(client, node)?;
         let local = req.local_name(node);
         let already: bool = client
-            .query_one("select exists (select from repctl.tables where name = $1)", &[&logical])?
+            .query_one(
+                "select exists (select from repctl.tables where name = $1)",
+                &[&logical],
+            )?
             .get(0);
         if already {
-            bail!("node {node}: table {logical} is already replicated; run `repctl remove-table {logical}` first to change it");
+            bail!(
+                "node {node}: table {logical} is already replicated; run `repctl remove-table {logical}` first to change it"
+            );
         }
         let table = catalog::inspect(client, node, local)?;
         let table = select_columns(table, req.columns.as_deref(), node)?;
         if let Some(w) = &req.where_clause {
             // Parsing the condition against the table proves it is one expression over its columns.
             client
-                .prepare(&format!("select from only {} where ({w})", table.name.sql()))
-                .with_context(|| format!("node {node}: --where {w:?} is not a valid condition on {}", table.name))?;
+                .prepare(&format!(
+                    "select from only {} where ({w})",
+                    table.name.sql()
+                ))
+                .with_context(|| {
+                    format!(
+                        "node {node}: --where {w:?} is not a valid condition on {}",
+                        table.name
+                    )
+                })?;
         }
         tables.push(table);
     }
@@ -110,21 +123,32 @@ pub fn add_scripts(clients: &mut [(String, Client)], req: &AddTable) -> Result<V
         .zip(&tables)
         .map(|((node, _), table)| {
             let sql = render_add(node, &logical, table, &reference.columns, req)?;
-            Ok(Script { node: node.clone(), sql })
+            Ok(Script {
+                node: node.clone(),
+                sql,
+            })
         })
         .collect()
 }
 
 fn select_columns(mut table: Table, wanted: Option<&[String]>, node: &str) -> Result<Table> {
-    let Some(wanted) = wanted else { return Ok(table) };
+    let Some(wanted) = wanted else {
+        return Ok(table);
+    };
     for w in wanted {
         if !table.columns.iter().any(|c| &c.name == w) {
-            bail!("node {node}: table {} has no column {w:?} (named in --columns)", table.name);
+            bail!(
+                "node {node}: table {} has no column {w:?} (named in --columns)",
+                table.name
+            );
         }
     }
     for k in &table.key {
         if !wanted.contains(k) {
-            bail!("--columns must include the primary key column {k:?} of {}", table.name);
+            bail!(
+                "--columns must include the primary key column {k:?} of {}",
+                table.name
+            );
         }
     }
     table.columns.retain(|c| wanted.contains(&c.name));
@@ -135,7 +159,11 @@ fn select_columns(mut table: Table, wanted: Option<&[String]>, node: &str) -> Re
 fn check_same_shape(clients: &[(String, Client)], tables: &[Table]) -> Result<()> {
     let first = &tables[0];
     let sorted = |t: &Table| {
-        let mut cols: Vec<(String, String)> = t.columns.iter().map(|c| (c.name.clone(), c.type_sql.clone())).collect();
+        let mut cols: Vec<(String, String)> = t
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.type_sql.clone()))
+            .collect();
         cols.sort();
         cols
     };
@@ -152,8 +180,16 @@ fn check_same_shape(clients: &[(String, Client)], tables: &[Table]) -> Result<()
         }
         let (a, b) = (sorted(first), sorted(t));
         if a != b {
-            let only_a: Vec<String> = a.iter().filter(|c| !b.contains(c)).map(|(n, ty)| format!("{n} {ty}")).collect();
-            let only_b: Vec<String> = b.iter().filter(|c| !a.contains(c)).map(|(n, ty)| format!("{n} {ty}")).collect();
+            let only_a: Vec<String> = a
+                .iter()
+                .filter(|c| !b.contains(c))
+                .map(|(n, ty)| format!("{n} {ty}"))
+                .collect();
+            let only_b: Vec<String> = b
+                .iter()
+                .filter(|c| !a.contains(c))
+                .map(|(n, ty)| format!("{n} {ty}"))
+                .collect();
             bail!(
                 "columns differ between node {} ({}) and node {node} ({}): only on {}: [{}]; only on {node}: [{}] \
                  (align the tables, or replicate the common columns with --columns)",
@@ -181,9 +217,19 @@ fn text_settings() -> Vec<(&'static str, &'static str)> {
 }
 
 /// `columns` is the reference node's column order, used on every node so hashes compare.
-fn render_add(node: &str, logical: &str, table: &Table, columns: &[Column], req: &AddTable) -> Result<String> {
+fn render_add(
+    node: &str,
+    logical: &str,
+    table: &Table,
+    columns: &[Column],
+    req: &AddTable,
+) -> Result<String> {
     let names_taken: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
-    let update_columns: Vec<String> = names_taken.iter().filter(|c| !table.key.contains(c)).cloned().collect();
+    let update_columns: Vec<String> = names_taken
+        .iter()
+        .filter(|c| !table.key.contains(c))
+        .cloned()
+        .collect();
     render::render(
         "table/add.sql",
         &context! {
@@ -212,7 +258,11 @@ fn render_add(node: &str, logical: &str, table: &Table, columns: &[Column], req:
 }
 
 /// Renders remove-table for every node; a node that does not replicate the table is left out.
-pub fn remove_scripts(clients: &mut [(String, Client)], name: &TableName, force: bool) -> Result<Vec<Script>> {
+pub fn remove_scripts(
+    clients: &mut [(String, Client)],
+    name: &TableName,
+    force: bool,
+) -> Result<Vec<Script>> {
     let logical = logical_name(name);
     let mut scripts = Vec::new();
     let mut found = false;
@@ -234,7 +284,10 @@ pub fn remove_scripts(clients: &mut [(String, Client)], name: &TableName, force:
                  or pass --force to discard them"
             );
         }
-        let table = TableName { schema: row.get(0), table: row.get(1) };
+        let table = TableName {
+            schema: row.get(0),
+            table: row.get(1),
+        };
         let sql = render::render(
             "table/remove.sql",
             &context! {
@@ -247,7 +300,10 @@ pub fn remove_scripts(clients: &mut [(String, Client)], name: &TableName, force:
                 apply_fn => row.get::<_, String>(3),
             },
         )?;
-        scripts.push(Script { node: node.clone(), sql });
+        scripts.push(Script {
+            node: node.clone(),
+            sql,
+        });
     }
     if !found {
         bail!("table {logical} is not replicated on any node (see `repctl status`)");

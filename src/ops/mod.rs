@@ -1,5 +1,6 @@
 //! Operating a running replication: comparing nodes, showing state.
 
+pub mod lag;
 pub mod status;
 pub mod verify;
 

@@ -40,7 +40,11 @@ pub struct Status {
     pub complete: bool,
 }
 
-pub fn status(config: &Config, clients: &mut [(String, Option<Client>)], errors: &BTreeMap<String, String>) -> Result<Status> {
+pub fn status(
+    config: &Config,
+    clients: &mut [(String, Option<Client>)],
+    errors: &BTreeMap<String, String>,
+) -> Result<Status> {
     let mut nodes = Vec::new();
     for (name, client) in clients.iter_mut() {
         let Some(client) = client else {
@@ -71,7 +75,13 @@ pub fn status(config: &Config, clients: &mut [(String, Option<Client>)], errors:
     }
     let mut tables = Vec::new();
     for logical in replicated_tables(clients)? {
-        let mut t = TableStatus { table: logical.clone(), mode: None, nodes: BTreeMap::new(), missing: BTreeMap::new(), complete: true };
+        let mut t = TableStatus {
+            table: logical.clone(),
+            mode: None,
+            nodes: BTreeMap::new(),
+            missing: BTreeMap::new(),
+            complete: true,
+        };
         for (name, client) in clients.iter_mut() {
             let Some(client) = client else {
                 t.complete = false;
@@ -84,11 +94,19 @@ pub fn status(config: &Config, clients: &mut [(String, Option<Client>)], errors:
             }
             match node_table(client, &logical)? {
                 None => {
-                    t.missing.insert(name.clone(), vec!["table not added on this node".into()]);
+                    t.missing
+                        .insert(name.clone(), vec!["table not added on this node".into()]);
                     t.complete = false;
                 }
                 Some(nt) => {
-                    t.nodes.insert(name.clone(), crate::catalog::TableName { schema: nt.nsp, table: nt.rel }.to_string());
+                    t.nodes.insert(
+                        name.clone(),
+                        crate::catalog::TableName {
+                            schema: nt.nsp,
+                            table: nt.rel,
+                        }
+                        .to_string(),
+                    );
                     t.mode.get_or_insert(nt.mode);
                     let missing = table_missing(client, &logical)?;
                     if !missing.is_empty() {
@@ -100,8 +118,13 @@ pub fn status(config: &Config, clients: &mut [(String, Option<Client>)], errors:
         }
         tables.push(t);
     }
-    let complete = nodes.iter().all(|n| n.reachable && n.missing.is_empty()) && tables.iter().all(|t| t.complete);
-    Ok(Status { nodes, tables, complete })
+    let complete = nodes.iter().all(|n| n.reachable && n.missing.is_empty())
+        && tables.iter().all(|t| t.complete);
+    Ok(Status {
+        nodes,
+        tables,
+        complete,
+    })
 }
 
 fn node_missing(config: &Config, name: &str, client: &mut Client) -> Result<Vec<String>> {
@@ -123,7 +146,12 @@ fn node_missing(config: &Config, name: &str, client: &mut Client) -> Result<Vec<
             (2, format!("queue partition {partition}")),
             (3, format!("peer row for {}", peer.name)),
         ];
-        missing.extend(checks.into_iter().filter(|(i, _)| !row.get::<_, bool>(*i)).map(|(_, what)| what));
+        missing.extend(
+            checks
+                .into_iter()
+                .filter(|(i, _)| !row.get::<_, bool>(*i))
+                .map(|(_, what)| what),
+        );
     }
     Ok(missing)
 }

@@ -27,7 +27,10 @@ pub struct TableReport {
 }
 
 /// Checksums every replicated table (or the one named) on every node.
-pub fn verify(clients: &mut [(String, Option<Client>)], only: Option<&str>) -> Result<Vec<TableReport>> {
+pub fn verify(
+    clients: &mut [(String, Option<Client>)],
+    only: Option<&str>,
+) -> Result<Vec<TableReport>> {
     let tables = replicated_tables(clients)?;
     if let Some(name) = only
         && !tables.contains(name)
@@ -35,11 +38,20 @@ pub fn verify(clients: &mut [(String, Option<Client>)], only: Option<&str>) -> R
         anyhow::bail!("table {name} is not replicated (see `repctl status`)");
     }
     let mut reports = Vec::new();
-    for logical in tables.iter().filter(|t| only.is_none_or(|o| o == t.as_str())) {
+    for logical in tables
+        .iter()
+        .filter(|t| only.is_none_or(|o| o == t.as_str()))
+    {
         let nodes: Vec<NodeSum> = clients
             .iter_mut()
             .map(|(node, client)| match client {
-                None => NodeSum { node: node.clone(), table: None, rows: None, hash: None, error: Some("unreachable".into()) },
+                None => NodeSum {
+                    node: node.clone(),
+                    table: None,
+                    rows: None,
+                    hash: None,
+                    error: Some("unreachable".into()),
+                },
                 Some(client) => checksum(client, node, logical).unwrap_or_else(|e| NodeSum {
                     node: node.clone(),
                     table: None,
@@ -50,14 +62,21 @@ pub fn verify(clients: &mut [(String, Option<Client>)], only: Option<&str>) -> R
             })
             .collect();
         let first = &nodes[0];
-        let equal = nodes.iter().all(|n| n.error.is_none() && (n.rows, n.hash) == (first.rows, first.hash));
-        reports.push(TableReport { table: logical.clone(), equal, nodes });
+        let equal = nodes
+            .iter()
+            .all(|n| n.error.is_none() && (n.rows, n.hash) == (first.rows, first.hash));
+        reports.push(TableReport {
+            table: logical.clone(),
+            equal,
+            nodes,
+        });
     }
     Ok(reports)
 }
 
 fn checksum(client: &mut Client, node: &str, logical: &str) -> Result<NodeSum> {
-    let t = node_table(client, logical)?.with_context(|| format!("not replicated on node {node}"))?;
+    let t =
+        node_table(client, logical)?.with_context(|| format!("not replicated on node {node}"))?;
     let sql = render::render(
         "ops/verify.sql",
         &context! {
@@ -68,7 +87,9 @@ fn checksum(client: &mut Client, node: &str, logical: &str) -> Result<NodeSum> {
     )?;
     let mut tx = client.build_transaction().read_only(true).start()?;
     db::pin_text_settings(&mut tx)?;
-    let row = tx.query_one(&sql, &[]).with_context(|| format!("node {node}: checksumming {logical}"))?;
+    let row = tx
+        .query_one(&sql, &[])
+        .with_context(|| format!("node {node}: checksumming {logical}"))?;
     tx.commit()?;
     Ok(NodeSum {
         node: node.to_string(),

@@ -12,13 +12,34 @@ use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
 
 /// Every template, by name; `include_str!` keeps the binary self-contained.
 const TEMPLATES: &[(&str, &str)] = &[
-    ("node/init.sql", include_str!("../../templates/node/init.sql")),
-    ("table/add.sql", include_str!("../../templates/table/add.sql")),
-    ("table/apply.sql", include_str!("../../templates/table/apply.sql")),
-    ("table/capture.sql", include_str!("../../templates/table/capture.sql")),
-    ("table/remove.sql", include_str!("../../templates/table/remove.sql")),
-    ("table/text_settings.sql", include_str!("../../templates/table/text_settings.sql")),
-    ("ops/verify.sql", include_str!("../../templates/ops/verify.sql")),
+    (
+        "node/init.sql",
+        include_str!("../../templates/node/init.sql"),
+    ),
+    (
+        "table/add.sql",
+        include_str!("../../templates/table/add.sql"),
+    ),
+    (
+        "table/apply.sql",
+        include_str!("../../templates/table/apply.sql"),
+    ),
+    (
+        "table/capture.sql",
+        include_str!("../../templates/table/capture.sql"),
+    ),
+    (
+        "table/remove.sql",
+        include_str!("../../templates/table/remove.sql"),
+    ),
+    (
+        "table/text_settings.sql",
+        include_str!("../../templates/table/text_settings.sql"),
+    ),
+    (
+        "ops/verify.sql",
+        include_str!("../../templates/ops/verify.sql"),
+    ),
 ];
 
 /// Quotes an identifier (libpq's rules): the one place identifiers are quoted on the Rust side.
@@ -38,8 +59,10 @@ pub fn qualified(schema: &str, table: &str) -> String {
 
 /// A text array literal, e.g. for `columns text[]`.
 fn array_literal(items: &[String]) -> String {
-    let inner: Vec<String> =
-        items.iter().map(|i| format!("\"{}\"", i.replace('\\', "\\\\").replace('"', "\\\""))).collect();
+    let inner: Vec<String> = items
+        .iter()
+        .map(|i| format!("\"{}\"", i.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
     format!("{{{}}}", inner.join(","))
 }
 
@@ -49,7 +72,9 @@ pub fn safe(sql: impl Into<String>) -> Value {
 }
 
 fn qi(value: Value) -> Result<Value, Error> {
-    let s = value.as_str().ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "qi takes a string"))?;
+    let s = value
+        .as_str()
+        .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "qi takes a string"))?;
     Ok(safe(quote_ident(s)))
 }
 
@@ -60,7 +85,12 @@ fn ql(value: Value) -> Result<Value, Error> {
     // A list renders as a text[] literal.
     let items: Vec<String> = value
         .try_iter()
-        .map_err(|_| Error::new(ErrorKind::InvalidOperation, "ql takes a string or a list of strings"))?
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidOperation,
+                "ql takes a string or a list of strings",
+            )
+        })?
         .map(|v| v.as_str().map(str::to_string))
         .collect::<Option<_>>()
         .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "ql takes a list of strings"))?;
@@ -68,7 +98,11 @@ fn ql(value: Value) -> Result<Value, Error> {
 }
 
 fn ql_or_null(value: Value) -> Result<Value, Error> {
-    if value.is_none() || value.is_undefined() { Ok(safe("null")) } else { ql(value) }
+    if value.is_none() || value.is_undefined() {
+        Ok(safe("null"))
+    } else {
+        ql(value)
+    }
 }
 
 fn environment() -> &'static Environment<'static> {
@@ -83,7 +117,8 @@ fn environment() -> &'static Environment<'static> {
         env.add_filter("ql_or_null", ql_or_null);
         env.set_formatter(|out, _state, value| {
             if value.is_safe() || value.as_i64().is_some() {
-                write!(out, "{value}").map_err(|e| Error::new(ErrorKind::WriteFailure, e.to_string()))
+                write!(out, "{value}")
+                    .map_err(|e| Error::new(ErrorKind::WriteFailure, e.to_string()))
             } else {
                 Err(Error::new(
                     ErrorKind::InvalidOperation,
@@ -101,7 +136,9 @@ fn environment() -> &'static Environment<'static> {
 /// Renders a template with the given context.
 pub fn render(template: &str, ctx: &Value) -> Result<String> {
     let tmpl = environment().get_template(template)?;
-    let mut sql = tmpl.render(ctx).with_context(|| format!("rendering {template}"))?;
+    let mut sql = tmpl
+        .render(ctx)
+        .with_context(|| format!("rendering {template}"))?;
     if !sql.ends_with('\n') {
         sql.push('\n');
     }
@@ -129,6 +166,9 @@ mod tests {
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
         assert_eq!(quote_literal("a\\b"), " E'a\\\\b'");
-        assert_eq!(array_literal(&["a,b".into(), "c\"d".into()]), r#"{"a,b","c\"d"}"#);
+        assert_eq!(
+            array_literal(&["a,b".into(), "c\"d".into()]),
+            r#"{"a,b","c\"d"}"#
+        );
     }
 }

@@ -9,7 +9,13 @@ pub fn derived(prefix: &str, source: &str) -> String {
     let hash = format!("{:012x}", fnv1a(source.as_bytes()) & 0xffff_ffff_ffff);
     let readable: String = source
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     let room = MAX_IDENT - prefix.len() - hash.len() - 2;
     let readable = &readable[..readable.len().min(room)];
@@ -44,7 +50,9 @@ pub fn free_alias(base: &str, taken: &[String]) -> String {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,249 @@
+//! `repctl drain`: delivers each (origin, peer) pair's queue, oldest first, in batches.
+//!
+//! Per batch: read the oldest committed changes on the origin, apply them on the peer in one
+//! transaction that also records the batch's sequence numbers there, then delete them on the origin.
+//! A drain cut off between the peer's commit and the origin's delete finds the record on its next
+//! run and deletes those changes without applying them again. A session advisory lock per pair on
+//! the origin keeps a second drain (or `run`) from delivering the same pair at the same time, and
+//! writers in synchronous mode queue behind whatever is still queued, so nothing overtakes.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use postgres::Client;
+use serde::Serialize;
+
+/// Advisory lock class for a pair's drain lock (the second key is a hash of the peer name).
+pub const DRAIN_LOCK: i32 = 0x7265_7063;
+
+/// One pair's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairReport {
+    pub from: String,
+    pub to: String,
+    pub delivered: i64,
+    pub left: i64,
+    pub seconds: f64,
+    pub rows_per_s: f64,
+    /// Why the pair stopped early, naming the change the peer refused.
+    pub error: Option<String>,
+}
+
+/// Progress events, so the CLI can draw a bar without the library printing.
+pub trait Progress {
+    fn start(&mut self, from: &str, to: &str, total: i64);
+    fn advance(&mut self, delivered: i64);
+    fn finish(&mut self);
+}
+
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&mut self, _: &str, _: &str, _: i64) {}
+    fn advance(&mut self, _: i64) {}
+    fn finish(&mut self) {}
+}
+
+/// A batch read from the origin's queue.
+struct Batch {
+    payload: String,
+    seqs: Vec<i64>,
+}
+
+/// Takes the pair's drain lock on the origin; held for the session, released by `unlock_pair`.
+pub fn lock_pair(origin: &mut Client, peer: &str, wait: Duration) -> Result<bool> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let got: bool = origin
+            .query_one(
+                "select pg_try_advisory_lock($1::int, hashtext('drain:' || $2))",
+                &[&DRAIN_LOCK, &peer],
+            )?
+            .get(0);
+        if got || Instant::now() >= deadline {
+            return Ok(got);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn unlock_pair(origin: &mut Client, peer: &str) -> Result<()> {
+    origin.query_one(
+        "select pg_advisory_unlock($1::int, hashtext('drain:' || $2))",
+        &[&DRAIN_LOCK, &peer],
+    )?;
+    Ok(())
+}
+
+/// Removes from the origin's queue the batch the peer recorded as applied (a drain cut off after
+/// the peer's commit). Needs the pair lock.
+pub fn settle_applied(
+    origin: &mut Client,
+    peer_client: &mut Client,
+    origin_name: &str,
+    peer: &str,
+) -> Result<u64> {
+    let seqs: Option<Vec<i64>> = peer_client
+        .query_opt(
+            "select seqs from repctl.applied where origin = $1",
+            &[&origin_name],
+        )?
+        .map(|r| r.get(0));
+    let Some(seqs) = seqs else { return Ok(0) };
+    Ok(origin.execute(
+        "delete from repctl.queue where peer = $1 and seq = any($2)",
+        &[&peer, &seqs],
+    )?)
+}
+
+fn pending(origin: &mut Client, peer: &str) -> Result<i64> {
+    Ok(origin
+        .query_one(
+            "select count(*) from repctl.queue where peer = $1",
+            &[&peer],
+        )?
+        .get(0))
+}
+
+fn read_batch(origin: &mut Client, peer: &str, size: i64) -> Result<Option<Batch>> {
+    let row = origin.query_one(
+        "select jsonb_agg(jsonb_build_object('s', seq, 't', tbl, 'op', op, 'r', r, 'o', o) order by seq)::text,
+                array_agg(seq order by seq)
+           from (select * from repctl.queue where peer = $1 order by seq limit $2) q",
+        &[&peer, &size],
+    )?;
+    let payload: Option<String> = row.get(0);
+    Ok(payload.map(|payload| Batch {
+        payload,
+        seqs: row.get(1),
+    }))
+}
+
+fn apply_batch(
+    peer_client: &mut Client,
+    origin_name: &str,
+    batch: &Batch,
+) -> Result<(), postgres::Error> {
+    peer_client
+        .query_one(
+            "select repctl.apply($1, $2::text::jsonb, $3)",
+            &[&origin_name, &batch.payload, &batch.seqs],
+        )
+        .map(|_| ())
+}
+
+fn acknowledge(origin: &mut Client, peer: &str, seqs: &[i64]) -> Result<()> {
+    let mut tx = origin.transaction()?;
+    tx.execute(
+        "delete from repctl.queue where peer = $1 and seq = any($2)",
+        &[&peer, &seqs],
+    )?;
+    tx.execute(
+        "update repctl.delivery set last_delivery = now(), delivered = delivered + $2 where peer = $1",
+        &[&peer, &(seqs.len() as i64)],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Finds the first change of a refused batch by applying it one change at a time (the good ones
+/// before it are delivered), and describes it.
+fn isolate_refused(
+    origin: &mut Client,
+    peer_client: &mut Client,
+    origin_name: &str,
+    peer: &str,
+) -> Result<(i64, String)> {
+    let mut delivered = 0;
+    loop {
+        let Some(one) = read_batch(origin, peer, 1)? else {
+            return Ok((
+                delivered,
+                "the batch failed but every change applied alone".into(),
+            ));
+        };
+        match apply_batch(peer_client, origin_name, &one) {
+            Ok(()) => {
+                acknowledge(origin, peer, &one.seqs)?;
+                delivered += 1;
+            }
+            Err(e) => {
+                let detail = e
+                    .as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_string());
+                return Ok((
+                    delivered,
+                    format!(
+                        "node {peer} refused change seq {} from {origin_name}: {detail}; change: {}",
+                        one.seqs[0], one.payload
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Delivers up to `limit` changes (all when None) from `origin_name` to `peer`, `batch` at a time.
+#[allow(clippy::too_many_arguments)]
+pub fn drain_pair(
+    origin: &mut Client,
+    peer_client: &mut Client,
+    origin_name: &str,
+    peer: &str,
+    limit: Option<i64>,
+    batch: i64,
+    progress: &mut dyn Progress,
+) -> Result<PairReport> {
+    let started = Instant::now();
+    if !lock_pair(origin, peer, Duration::from_secs(30))? {
+        anyhow::bail!("pair {origin_name}->{peer}: another drain or run holds it for over 30 s");
+    }
+    let result = (|| -> Result<(i64, Option<String>)> {
+        settle_applied(origin, peer_client, origin_name, peer)?;
+        let total = pending(origin, peer)?;
+        progress.start(origin_name, peer, limit.map_or(total, |l| l.min(total)));
+        let mut delivered = 0;
+        while limit.is_none_or(|l| delivered < l) {
+            let size = limit.map_or(batch, |l| (l - delivered).min(batch));
+            let Some(b) = read_batch(origin, peer, size)? else {
+                break;
+            };
+            match apply_batch(peer_client, origin_name, &b) {
+                Ok(()) => {
+                    acknowledge(origin, peer, &b.seqs)?;
+                    delivered += b.seqs.len() as i64;
+                    progress.advance(b.seqs.len() as i64);
+                }
+                Err(e) if e.as_db_error().is_some() => {
+                    let (more, why) = isolate_refused(origin, peer_client, origin_name, peer)?;
+                    progress.advance(more);
+                    return Ok((delivered + more, Some(why)));
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("node {peer}: applying a batch from {origin_name}")
+                    });
+                }
+            }
+        }
+        Ok((delivered, None))
+    })();
+    progress.finish();
+    let unlocked = unlock_pair(origin, peer);
+    let (delivered, error) = result?;
+    unlocked?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(PairReport {
+        from: origin_name.to_string(),
+        to: peer.to_string(),
+        delivered,
+        left: pending(origin, peer)?,
+        seconds,
+        rows_per_s: if seconds > 0.0 {
+            delivered as f64 / seconds
+        } else {
+            0.0
+        },
+        error,
+    })
+}

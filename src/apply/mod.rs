@@ -1,0 +1,3 @@
+//! Delivering queued changes to peers through the one apply path (`repctl.apply` on the peer).
+
+pub mod drain;

@@ -1,0 +1,156 @@
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::output::{or_dash, print_json, table};
+use crate::apply::drain::{self, PairReport, Progress};
+use crate::config::Config;
+use crate::db;
+
+/// Deliver queued changes to peers, oldest first, in batches (each batch one transaction on the peer).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// At most this many changes per (origin, peer) pair; all when omitted.
+    #[arg(long)]
+    limit: Option<i64>,
+    /// Only pairs whose origin is this node.
+    #[arg(long)]
+    from: Option<String>,
+    /// Only pairs whose peer is this node.
+    #[arg(long)]
+    to: Option<String>,
+    /// Changes per batch.
+    #[arg(long, default_value_t = 5000)]
+    batch_size: i64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// An indicatif bar per pair, on stderr; hidden when stderr is not a terminal.
+struct Bar(Option<ProgressBar>);
+
+impl Progress for Bar {
+    fn start(&mut self, from: &str, to: &str, total: i64) {
+        let bar = ProgressBar::new(total.max(0) as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(format!("{from} -> {to}"));
+        self.0 = Some(bar);
+    }
+    fn advance(&mut self, delivered: i64) {
+        if let Some(b) = &self.0 {
+            b.inc(delivered.max(0) as u64);
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Exit 0 when everything asked was delivered, 1 when a peer failed and changes are left, 2 on error.
+pub fn run(config: &Config, args: Args) -> Result<u8> {
+    for n in args.from.iter().chain(&args.to) {
+        config.node(n)?;
+    }
+    if args.limit.is_some_and(|l| l < 0) || args.batch_size < 1 {
+        anyhow::bail!("--limit must be >= 0 and --batch-size >= 1");
+    }
+    let mut reports: Vec<PairReport> = Vec::new();
+    let mut clients = Vec::new();
+    for node in &config.nodes {
+        clients.push((node.name.clone(), db::connect(node).ok()));
+    }
+    for i in 0..clients.len() {
+        for j in 0..clients.len() {
+            let (from, to) = (clients[i].0.clone(), clients[j].0.clone());
+            if i == j
+                || args.from.as_ref().is_some_and(|f| f != &from)
+                || args.to.as_ref().is_some_and(|t| t != &to)
+            {
+                continue;
+            }
+            let report = match pair_clients(&mut clients, i, j) {
+                Some((origin, peer)) => {
+                    let mut bar = Bar(None);
+                    drain::drain_pair(
+                        origin,
+                        peer,
+                        &from,
+                        &to,
+                        args.limit,
+                        args.batch_size,
+                        &mut bar,
+                    )
+                    .unwrap_or_else(|e| failed(&from, &to, format!("{e:#}")))
+                }
+                None => failed(
+                    &from,
+                    &to,
+                    format!(
+                        "node {} unreachable",
+                        if clients[i].1.is_none() { &from } else { &to }
+                    ),
+                ),
+            };
+            reports.push(report);
+        }
+    }
+    if args.json {
+        print_json(&reports)?;
+    } else {
+        let mut t = table(&["pair", "delivered", "left", "seconds", "rows/s", "error"]);
+        for r in &reports {
+            t.add_row(vec![
+                format!("{} -> {}", r.from, r.to),
+                r.delivered.to_string(),
+                if r.left < 0 {
+                    "?".into()
+                } else {
+                    r.left.to_string()
+                },
+                format!("{:.2}", r.seconds),
+                format!("{:.0}", r.rows_per_s),
+                or_dash(r.error.clone()),
+            ]);
+        }
+        println!("{t}");
+    }
+    Ok(if reports.iter().any(|r| r.error.is_some()) {
+        super::EXIT_DIFFERENT
+    } else {
+        super::EXIT_OK
+    })
+}
+
+fn failed(from: &str, to: &str, error: String) -> PairReport {
+    PairReport {
+        from: from.into(),
+        to: to.into(),
+        delivered: 0,
+        left: -1,
+        seconds: 0.0,
+        rows_per_s: 0.0,
+        error: Some(error),
+    }
+}
+
+/// Two distinct clients out of the list, when both nodes answered.
+fn pair_clients(
+    clients: &mut [(String, Option<postgres::Client>)],
+    i: usize,
+    j: usize,
+) -> Option<(&mut postgres::Client, &mut postgres::Client)> {
+    let (a, b) = if i < j {
+        let (lo, hi) = clients.split_at_mut(j);
+        (&mut lo[i].1, &mut hi[0].1)
+    } else {
+        let (lo, hi) = clients.split_at_mut(i);
+        (&mut hi[0].1, &mut lo[j].1)
+    };
+    Some((a.as_mut()?, b.as_mut()?))
+}

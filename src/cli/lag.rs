@@ -1,0 +1,66 @@
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::output::{connect_reachable, or_dash, print_json, table};
+use crate::config::Config;
+use crate::ops::lag::{self, PairLag};
+
+/// Show, per (from, to) pair, pending changes, the age of the oldest, and the last delivery.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON: an array of {from, to, pending, oldest_pending_age_s, last_delivery, delivered_total}.
+    #[arg(long)]
+    json: bool,
+    /// Refresh every SECONDS until interrupted.
+    #[arg(long, value_name = "SECONDS")]
+    watch: Option<f64>,
+}
+
+/// Exit 0 when nothing is pending, 1 when something is, 2 when a node cannot be read.
+pub fn run(config: &Config, args: Args) -> Result<u8> {
+    loop {
+        let (mut clients, errors) = connect_reachable(config);
+        if let Some((node, err)) = errors.iter().next() {
+            anyhow::bail!("node {node}: {err}");
+        }
+        let mut pairs: Vec<PairLag> = Vec::new();
+        for (node, client) in clients.iter_mut() {
+            if let Some(c) = client {
+                crate::db::require_installed(c, node)?;
+                pairs.extend(lag::node_lag(c, node)?);
+            }
+        }
+        if args.json {
+            print_json(&pairs)?;
+        } else {
+            let mut t = table(&[
+                "from",
+                "to",
+                "pending",
+                "oldest pending (s)",
+                "last delivery",
+                "delivered",
+            ]);
+            for p in &pairs {
+                t.add_row(vec![
+                    p.from.clone(),
+                    p.to.clone(),
+                    p.pending.to_string(),
+                    or_dash(p.oldest_pending_age_s.map(|a| format!("{a:.1}"))),
+                    or_dash(p.last_delivery.clone()),
+                    p.delivered_total.to_string(),
+                ]);
+            }
+            println!("{t}");
+        }
+        let Some(secs) = args.watch else {
+            return Ok(if pairs.iter().any(|p| p.pending > 0) {
+                super::EXIT_DIFFERENT
+            } else {
+                super::EXIT_OK
+            });
+        };
+        std::thread::sleep(Duration::from_secs_f64(secs.max(0.1)));
+    }
+}

@@ -1,0 +1,42 @@
+//! `repctl lag`: per (from, to) pair, what is still queued and how old it is.
+
+use anyhow::Result;
+use postgres::Client;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PairLag {
+    pub from: String,
+    pub to: String,
+    pub pending: i64,
+    /// Seconds since the oldest pending change was made; null when nothing is pending.
+    pub oldest_pending_age_s: Option<f64>,
+    /// When a drain last delivered to this peer (RFC 3339), null if never.
+    pub last_delivery: Option<String>,
+    pub delivered_total: i64,
+}
+
+/// Lag of every pair whose origin is `node`.
+pub fn node_lag(client: &mut Client, node: &str) -> Result<Vec<PairLag>> {
+    let rows = client.query(
+        "select p.name,
+                (select count(*) from repctl.queue q where q.peer = p.name),
+                (select extract(epoch from clock_timestamp() - min(q.ts))::float8 from repctl.queue q where q.peer = p.name),
+                to_char(d.last_delivery at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+                coalesce(d.delivered, 0)
+           from repctl.peer p left join repctl.delivery d on d.peer = p.name
+          order by p.name",
+        &[],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| PairLag {
+            from: node.to_string(),
+            to: r.get(0),
+            pending: r.get(1),
+            oldest_pending_age_s: r.get(2),
+            last_delivery: r.get(3),
+            delivered_total: r.get(4),
+        })
+        .collect())
+}
