@@ -28,6 +28,20 @@ pub struct Table {
 
 /// Reads a table's columns and primary key; errors name the node and the table.
 pub fn inspect(client: &mut Client, node: &str, name: &TableName) -> Result<Table> {
+    let mut tx = client.transaction()?;
+    // Generated functions run with search_path = pg_catalog, so type names must be qualified the way
+    // format_type qualifies them there.
+    tx.query_one("select set_config('search_path', 'pg_catalog', true)", &[])?;
+    let table = inspect_in(&mut tx, node, name)?;
+    tx.commit()?;
+    Ok(table)
+}
+
+fn inspect_in(
+    client: &mut postgres::Transaction<'_>,
+    node: &str,
+    name: &TableName,
+) -> Result<Table> {
     let row = client
         .query_opt(
             "select c.oid, c.relkind::text from pg_class c join pg_namespace n on n.oid = c.relnamespace

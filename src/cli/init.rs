@@ -17,7 +17,9 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         .nodes
         .iter()
         .zip(clients.iter_mut())
-        .map(|(node, (_, client))| init::script(config, node, client, args.dry_run))
+        .map(|(node, (_, client))| {
+            init::render_init(config, node, &init::node_facts(node, client)?, args.dry_run)
+        })
         .collect::<Result<Vec<_>>>()?;
     if args.dry_run {
         install::print_scripts(&scripts);

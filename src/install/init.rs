@@ -10,9 +10,16 @@ use crate::config::{Config, Node};
 use crate::db;
 use crate::render::{self, names};
 
-/// Renders a node's init script. `mask` hides passwords (dry run).
-pub fn script(config: &Config, node: &Node, client: &mut Client, mask: bool) -> Result<Script> {
-    let dblink: Option<String> = client
+/// What init needs to know about a node before rendering.
+#[derive(Debug, Clone, Default)]
+pub struct NodeFacts {
+    /// Schema of an already installed dblink extension; None installs it into `repctl`.
+    pub dblink_schema: Option<String>,
+}
+
+/// Reads a node's facts and checks what init needs there.
+pub fn node_facts(node: &Node, client: &mut Client) -> Result<NodeFacts> {
+    let dblink_schema: Option<String> = client
         .query_opt(
             "select n.nspname::text from pg_extension e join pg_namespace n on n.oid = e.extnamespace
               where e.extname = 'dblink'",
@@ -25,18 +32,17 @@ pub fn script(config: &Config, node: &Node, client: &mut Client, mask: bool) -> 
             &[],
         )?
         .get(0);
-    if dblink.is_none() && !available {
+    if dblink_schema.is_none() && !available {
         bail!(
             "node {}: the dblink extension is not available; install PostgreSQL's contrib package there",
             node.name
         );
     }
-    let peer_role = node.peer.get("user").map(str::to_string);
-    if let Some(role) = &peer_role {
+    if let Some(role) = node.peer.get("user") {
         let exists: bool = client
             .query_one(
                 "select exists (select from pg_roles where rolname = $1)",
-                &[role],
+                &[&role],
             )?
             .get(0);
         if !exists {
@@ -46,6 +52,11 @@ pub fn script(config: &Config, node: &Node, client: &mut Client, mask: bool) -> 
             );
         }
     }
+    Ok(NodeFacts { dblink_schema })
+}
+
+/// Renders a node's init script. `mask` hides passwords (dry run).
+pub fn render_init(config: &Config, node: &Node, facts: &NodeFacts, mask: bool) -> Result<Script> {
     let peers: Vec<_> = config
         .peers_of(node)
         .map(|peer| {
@@ -71,9 +82,9 @@ pub fn script(config: &Config, node: &Node, client: &mut Client, mask: bool) -> 
             version => env!("CARGO_PKG_VERSION"),
             node => node.name.clone(),
             lock_key => render::LOCK_KEY,
-            dblink_installed => dblink.is_some(),
-            dblink_schema => dblink.unwrap_or_else(|| "repctl".into()),
-            peer_role,
+            dblink_installed => facts.dblink_schema.is_some(),
+            dblink_schema => facts.dblink_schema.clone().unwrap_or_else(|| "repctl".into()),
+            peer_role => node.peer.get("user"),
             peers,
         },
     )?;

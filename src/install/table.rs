@@ -102,17 +102,16 @@ pub fn add_scripts(clients: &mut [(String, Client)], req: &AddTable) -> Result<V
         let table = select_columns(table, req.columns.as_deref(), node)?;
         if let Some(w) = &req.where_clause {
             // Parsing the condition against the table proves it is one expression over its columns.
-            client
-                .prepare(&format!(
-                    "select from only {} where ({w})",
-                    table.name.sql()
-                ))
-                .with_context(|| {
-                    format!(
-                        "node {node}: --where {w:?} is not a valid condition on {}",
-                        table.name
-                    )
-                })?;
+            let mut tx = client.transaction()?;
+            tx.query_one("select set_config('search_path', 'pg_catalog', true)", &[])?;
+            tx.prepare(&format!("select from only {} where ({w})", table.name.sql())).with_context(|| {
+                format!(
+                    "node {node}: --where {w:?} is not a valid condition on {} (it runs with search_path = pg_catalog: \
+                     schema-qualify your own functions and types)",
+                    table.name
+                )
+            })?;
+            tx.rollback()?;
         }
         tables.push(table);
     }
@@ -217,7 +216,7 @@ fn text_settings() -> Vec<(&'static str, &'static str)> {
 }
 
 /// `columns` is the reference node's column order, used on every node so hashes compare.
-fn render_add(
+pub fn render_add(
     node: &str,
     logical: &str,
     table: &Table,
@@ -257,6 +256,27 @@ fn render_add(
     )
 }
 
+/// Renders remove-table for one node; function names are derived as add-table derived them.
+pub fn render_remove(
+    node: &str,
+    logical: &str,
+    table: &TableName,
+    table_exists: bool,
+) -> Result<String> {
+    render::render(
+        "table/remove.sql",
+        &context! {
+            name => logical,
+            node,
+            lock_key => render::LOCK_KEY,
+            table => safe(table.sql()),
+            table_exists,
+            capture_fn => names::capture_fn(logical),
+            apply_fn => names::apply_fn(logical),
+        },
+    )
+}
+
 /// Renders remove-table for every node; a node that does not replicate the table is left out.
 pub fn remove_scripts(
     clients: &mut [(String, Client)],
@@ -269,15 +289,14 @@ pub fn remove_scripts(
     for (node, client) in clients.iter_mut() {
         db::require_installed(client, node)?;
         let row = client.query_opt(
-            "select nsp::text, rel::text, capture_fn::text, apply_fn::text,
-                    to_regclass(format('%I.%I', nsp, rel)) is not null,
+            "select nsp::text, rel::text, to_regclass(format('%I.%I', nsp, rel)) is not null,
                     (select count(*) from repctl.queue q where q.tbl = t.name)
                from repctl.tables t where name = $1",
             &[&logical],
         )?;
         let Some(row) = row else { continue };
         found = true;
-        let pending: i64 = row.get(5);
+        let pending: i64 = row.get(3);
         if pending > 0 && !force {
             bail!(
                 "node {node}: {pending} change(s) of {logical} are still queued for peers; run `repctl drain` first, \
@@ -288,18 +307,7 @@ pub fn remove_scripts(
             schema: row.get(0),
             table: row.get(1),
         };
-        let sql = render::render(
-            "table/remove.sql",
-            &context! {
-                name => logical.clone(),
-                node => node.clone(),
-                lock_key => render::LOCK_KEY,
-                table => safe(table.sql()),
-                table_exists => row.get::<_, bool>(4),
-                capture_fn => row.get::<_, String>(2),
-                apply_fn => row.get::<_, String>(3),
-            },
-        )?;
+        let sql = render_remove(node, &logical, &table, row.get(2))?;
         scripts.push(Script {
             node: node.clone(),
             sql,

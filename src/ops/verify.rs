@@ -93,7 +93,13 @@ fn checksum(client: &mut Client, node: &str, logical: &str) -> Result<NodeSum> {
     tx.commit()?;
     Ok(NodeSum {
         node: node.to_string(),
-        table: Some(format!("{}.{}", t.nsp, t.rel)),
+        table: Some(
+            crate::catalog::TableName {
+                schema: t.nsp,
+                table: t.rel,
+            }
+            .to_string(),
+        ),
         rows: Some(row.get(0)),
         hash: Some(row.get(1)),
         error: None,

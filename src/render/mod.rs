@@ -110,6 +110,14 @@ fn environment() -> &'static Environment<'static> {
     ENV.get_or_init(|| {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .trim_blocks(true)
+                .lstrip_blocks(true)
+                .keep_trailing_newline(true)
+                .build()
+                .expect("valid syntax config"),
+        );
         env.set_auto_escape_callback(|_| AutoEscape::Custom("sql".into()));
         env.remove_filter("safe");
         env.add_filter("qi", qi);

@@ -24,7 +24,7 @@ begin
   ), typed as (
     select ev.s as {{ seq_alias | qi }}, ev.d as {{ del_alias | qi }},
 {% for c in columns %}
-           (ev.img ->> {{ c.name | ql }})::{{ c.type }} as {{ c.name | qi }}{% if not loop.last %},{% endif %}
+           (ev.img ->> {{ c.name | ql }})::{{ c.type }} as {{ c.name | qi }}{% if not loop.last %},{% endif +%}
 {% endfor %}
       from ev
   ), fin as (
@@ -34,12 +34,15 @@ begin
      where fin.{{ del_alias | qi }} and ({{ keys("t") }}) = ({{ keys("fin") }})
   )
   insert into {{ table }} as t ({% for c in columns %}{{ c.name | qi }}{% if not loop.last %}, {% endif %}{% endfor %})
-  {% if overriding %}overriding system value {% endif %}select {% for c in columns %}fin.{{ c.name | qi }}{% if not loop.last %}, {% endif %}{% endfor %}
+{% if overriding %}
+  overriding system value
+{% endif %}
+  select {% for c in columns %}fin.{{ c.name | qi }}{% if not loop.last %}, {% endif %}{% endfor +%}
     from fin where not fin.{{ del_alias | qi }}
 {% if update_columns %}
   on conflict ({{ keys("") }}) do update set
 {% for c in update_columns %}
-    {{ c | qi }} = excluded.{{ c | qi }}{% if not loop.last %},{% endif %}
+    {{ c | qi }} = excluded.{{ c | qi }}{% if not loop.last %},{% endif +%}
 {% endfor %}
 {% else %}
   on conflict ({{ keys("") }}) do nothing

@@ -1,0 +1,289 @@
+//! Shared test support: throwaway clusters (shared per test binary where isolation allows, a fresh
+//! database pair per test), the real `repctl` binary, and the seed article's own checks.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use postgres::Client;
+use repctl::cluster::{Cluster, ClusterOptions};
+
+/// The seed's table, as created in its article.
+pub const SEED_TABLE: &str = "(pk1 int, pk2 text, info text, crt_time timestamp(0), mod_time timestamp(0), primary key (pk1, pk2))";
+
+/// The seed's bulk insert.
+pub fn seed_insert(table: &str, from: i64, to: i64) -> String {
+    format!(
+        "insert into {table} select generate_series({from}, {to}), 'digoal' || random(), 'test' || random(), now(), clock_timestamp()"
+    )
+}
+
+/// Both of the seed's layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Two databases in one cluster.
+    OneCluster,
+    /// One database in each of two clusters.
+    TwoClusters,
+}
+
+/// Two clusters started once per test binary (password auth on, so the seed's roles log in with
+/// passwords) and stopped when the binary exits.
+fn shared() -> &'static (Cluster, Cluster) {
+    static SHARED: OnceLock<(Cluster, Cluster)> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let opts = ClusterOptions { password_auth: true, ..Default::default() };
+        let a = Cluster::start(&opts).expect("start shared cluster a");
+        let b = Cluster::start(&opts).expect("start shared cluster b");
+        // The seed's roles, non-superusers that log in with passwords.
+        for c in [&a, &b] {
+            c.execute_admin("postgres", "create role local login password 'LOCAL321'; create role remote login password 'REMOTE321'")
+                .expect("create the seed's roles");
+        }
+        stop_when_process_exits(&a);
+        stop_when_process_exits(&b);
+        (a, b)
+    })
+}
+
+/// Statics are never dropped, so a watcher process stops the cluster and removes its files once
+/// this test binary has exited.
+fn stop_when_process_exits(c: &Cluster) {
+    let pg_ctl = repctl::cluster::pg_bindir()
+        .expect("pg_bindir")
+        .join("pg_ctl");
+    let data = c.data_dir().to_path_buf();
+    let root = data.parent().expect("cluster dir").to_path_buf();
+    let as_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    let runas = if as_root {
+        "runuser -u postgres --"
+    } else {
+        ""
+    };
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {runas} '{pg_ctl}' stop -m immediate -D '{data}' >/dev/null 2>&1; rm -rf '{root}'",
+        pid = std::process::id(),
+        pg_ctl = pg_ctl.display(),
+        data = data.display(),
+        root = root.display(),
+    );
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn cluster watcher");
+}
+
+/// A unique name per test in this binary.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}_{}", N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// Where a node's database lives.
+pub enum Home {
+    Shared(&'static Cluster),
+    Owned(Mutex<Cluster>),
+}
+
+pub struct Node {
+    pub name: String,
+    pub db: String,
+    pub home: Home,
+}
+
+impl Node {
+    pub fn with_cluster<T>(&self, f: impl FnOnce(&Cluster) -> T) -> T {
+        match &self.home {
+            Home::Shared(c) => f(c),
+            Home::Owned(m) => f(&m.lock().unwrap()),
+        }
+    }
+
+    pub fn cluster_mut<T>(&self, f: impl FnOnce(&mut Cluster) -> T) -> T {
+        match &self.home {
+            Home::Shared(_) => panic!(
+                "node {} is on a shared cluster; use Setup::owned",
+                self.name
+            ),
+            Home::Owned(m) => f(&mut m.lock().unwrap()),
+        }
+    }
+
+    /// A superuser session on the node's database.
+    pub fn admin(&self) -> Client {
+        self.with_cluster(|c| c.connect(&self.db))
+            .expect("connect as postgres")
+    }
+
+    /// A session as another role, with its password, over TCP (password authentication).
+    pub fn login(&self, user: &str, password: &str) -> Client {
+        let dsn = self.with_cluster(|c| c.tcp_dsn(&self.db, user));
+        postgres::Client::connect(&format!("{dsn} password={password}"), postgres::NoTls)
+            .expect("login")
+    }
+
+    pub fn exec(&self, sql: &str) {
+        self.admin()
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("node {}: {sql}: {e}", self.name));
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.admin()
+            .query_one(sql, &[])
+            .unwrap_or_else(|e| panic!("node {}: {sql}: {e}", self.name))
+            .get(0)
+    }
+
+    /// The seed's own comparison: `select sum(hashtext(t.*::text)), count(*) from TABLE t`.
+    pub fn seed_checksum(&self, table: &str) -> (Option<i64>, i64) {
+        let mut c = self.admin();
+        // Under one set of text settings, as repctl verify pins them: nodes' defaults may differ.
+        c.batch_execute("set timezone = 'UTC'; set datestyle = 'ISO, YMD'; set extra_float_digits = 3; set bytea_output = 'hex'; set intervalstyle = 'postgres'")
+            .unwrap();
+        let row = c
+            .query_one(
+                &format!("select sum(hashtext(t.*::text))::bigint, count(*) from {table} t"),
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    }
+}
+
+/// N nodes, a database each, and a config file naming them.
+pub struct Setup {
+    pub nodes: Vec<Node>,
+    pub config: PathBuf,
+    /// Environment variables holding peer passwords, handed to every repctl run.
+    logins: Vec<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// Two nodes named `local` and `remote`, in the given layout, on the shared clusters.
+    pub fn pair(layout: Layout) -> Setup {
+        let (a, b) = shared();
+        let (ca, cb) = match layout {
+            Layout::OneCluster => (a, a),
+            Layout::TwoClusters => (a, b),
+        };
+        Setup::on(vec![
+            ("local", Home::Shared(ca)),
+            ("remote", Home::Shared(cb)),
+        ])
+    }
+
+    /// Nodes on clusters of their own, so a test can stop, freeze or restart them.
+    pub fn owned(names: &[&'static str]) -> Setup {
+        let homes = names
+            .iter()
+            .map(|n| {
+                let c = Cluster::start(&ClusterOptions::default()).expect("start cluster");
+                (*n, Home::Owned(Mutex::new(c)))
+            })
+            .collect();
+        Setup::on(homes)
+    }
+
+    fn on(homes: Vec<(&'static str, Home)>) -> Setup {
+        let nodes: Vec<Node> = homes
+            .into_iter()
+            .map(|(name, home)| {
+                let db = unique(name);
+                let node = Node {
+                    name: name.to_string(),
+                    db: db.clone(),
+                    home,
+                };
+                node.with_cluster(|c| c.create_database(&db, None))
+                    .expect("create database");
+                node
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("repctl.toml");
+        let mut s = Setup {
+            nodes,
+            config,
+            logins: vec![],
+            _dir: dir,
+        };
+        s.write_config(&[]);
+        s
+    }
+
+    /// Rewrites repctl.toml; `logins` gives a node's peer_dsn user and password.
+    pub fn write_config(&mut self, logins: &[(&str, &str, &str)]) {
+        let mut text = String::new();
+        for n in &self.nodes {
+            let dsn = n.with_cluster(|c| c.dsn(&n.db, "postgres"));
+            text.push_str(&format!("[nodes.{}]\ndsn = {dsn:?}\n", n.name));
+            if let Some((_, user, _)) = logins.iter().find(|(node, _, _)| *node == n.name) {
+                let peer = n.with_cluster(|c| c.tcp_dsn(&n.db, user));
+                text.push_str(&format!(
+                    "peer_dsn = {peer:?}\npeer_password_env = \"PW_{}\"\n",
+                    n.name.to_uppercase()
+                ));
+            }
+        }
+        std::fs::write(&self.config, text).unwrap();
+        self.logins = logins
+            .iter()
+            .map(|(n, _, p)| (format!("PW_{}", n.to_uppercase()), p.to_string()))
+            .collect();
+    }
+
+    pub fn node(&self, name: &str) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// Runs the real binary against this setup's config.
+    pub fn repctl(&self, args: &[&str]) -> Output {
+        let mut cmd = assert_cmd::Command::cargo_bin("repctl").unwrap();
+        cmd.arg("--config").arg(&self.config).args(args);
+        for (var, pw) in &self.logins {
+            cmd.env(var, pw);
+        }
+        cmd.output().unwrap()
+    }
+
+    /// Runs repctl and insists on the exit code; returns stdout.
+    pub fn repctl_ok(&self, args: &[&str], code: i32) -> String {
+        let out = self.repctl(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "repctl {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+        stdout
+    }
+
+    /// `repctl verify` exits 0, and the seed's own checksum agrees across nodes.
+    pub fn assert_converged(&self, tables: &[(&str, &str)]) {
+        self.repctl_ok(&["verify"], 0);
+        let sums: Vec<_> = tables
+            .iter()
+            .map(|(node, t)| self.node(node).seed_checksum(t))
+            .collect();
+        assert!(
+            sums.windows(2).all(|w| w[0] == w[1]),
+            "seed checksums differ: {sums:?}"
+        );
+    }
+}
