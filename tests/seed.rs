@@ -4,33 +4,13 @@ mod common;
 
 use std::time::Instant;
 
-use common::{Layout, SEED_TABLE, Setup, seed_insert};
+use common::{Layout, SEED_TABLE, Setup, TABLES, seed_insert};
 
-/// The seed's setup: roles `local`/`remote` with passwords owning their databases, schemas and
-/// tables `local.loc_test` and `remote.rmt_test`; peers log in as those roles with passwords.
 fn seed_setup(layout: Layout) -> Setup {
     let mut s = Setup::pair(layout);
-    for (node, role, _pw, table) in [
-        ("local", "local", "LOCAL321", "loc_test"),
-        ("remote", "remote", "REMOTE321", "rmt_test"),
-    ] {
-        let n = s.node(node);
-        n.exec(&format!(
-            "             alter database {db} owner to {role};
-             create schema {role} authorization {role};
-             set role {role};
-             create table {role}.{table} {SEED_TABLE};",
-            db = n.db
-        ));
-    }
-    s.write_config(&[
-        ("local", "local", "LOCAL321"),
-        ("remote", "remote", "REMOTE321"),
-    ]);
+    s.seed_tables();
     s
 }
-
-const TABLES: [(&str, &str); 2] = [("local", "local.loc_test"), ("remote", "remote.rmt_test")];
 
 /// Steps 1 and 2 of the seed's test section, written by the non-superuser owners.
 fn seed_steps(layout: Layout) {

@@ -13,6 +13,9 @@ use repctl::cluster::{Cluster, ClusterOptions};
 /// The seed's table, as created in its article.
 pub const SEED_TABLE: &str = "(pk1 int, pk2 text, info text, crt_time timestamp(0), mod_time timestamp(0), primary key (pk1, pk2))";
 
+/// The seed's two tables, by node.
+pub const TABLES: [(&str, &str); 2] = [("local", "local.loc_test"), ("remote", "remote.rmt_test")];
+
 /// The seed's bulk insert.
 pub fn seed_insert(table: &str, from: i64, to: i64) -> String {
     format!(
@@ -34,18 +37,24 @@ pub enum Layout {
 fn shared() -> &'static (Cluster, Cluster) {
     static SHARED: OnceLock<(Cluster, Cluster)> = OnceLock::new();
     SHARED.get_or_init(|| {
-        let opts = ClusterOptions { password_auth: true, ..Default::default() };
+        let opts = ClusterOptions {
+            password_auth: true,
+            ..Default::default()
+        };
         let a = Cluster::start(&opts).expect("start shared cluster a");
         let b = Cluster::start(&opts).expect("start shared cluster b");
-        // The seed's roles, non-superusers that log in with passwords.
-        for c in [&a, &b] {
-            c.execute_admin("postgres", "create role local login password 'LOCAL321'; create role remote login password 'REMOTE321'")
-                .expect("create the seed's roles");
-        }
+        create_seed_roles(&a);
+        create_seed_roles(&b);
         stop_when_process_exits(&a);
         stop_when_process_exits(&b);
         (a, b)
     })
+}
+
+/// The seed's roles, non-superusers that log in with passwords.
+fn create_seed_roles(c: &Cluster) {
+    c.execute_admin("postgres", "create role local login password 'LOCAL321'; create role remote login password 'REMOTE321'")
+        .expect("create the seed's roles");
 }
 
 /// Statics are never dropped, so a watcher process stops the cluster and removes its files once
@@ -184,12 +193,20 @@ impl Setup {
         ])
     }
 
-    /// Nodes on clusters of their own, so a test can stop, freeze or restart them.
-    pub fn owned(names: &[&'static str]) -> Setup {
+    /// Nodes on clusters of their own, so a test can stop, freeze or restart them. With
+    /// `password_auth`, the seed's roles exist and must log in with passwords.
+    pub fn owned(names: &[&'static str], password_auth: bool) -> Setup {
+        let opts = ClusterOptions {
+            password_auth,
+            ..Default::default()
+        };
         let homes = names
             .iter()
             .map(|n| {
-                let c = Cluster::start(&ClusterOptions::default()).expect("start cluster");
+                let c = Cluster::start(&opts).expect("start cluster");
+                if password_auth {
+                    create_seed_roles(&c);
+                }
                 (*n, Home::Owned(Mutex::new(c)))
             })
             .collect();
@@ -242,6 +259,29 @@ impl Setup {
             .iter()
             .map(|(n, _, p)| (format!("PW_{}", n.to_uppercase()), p.to_string()))
             .collect();
+    }
+
+    /// The seed's setup on nodes `local` and `remote`: roles `local`/`remote` with passwords own
+    /// their databases, schemas and tables `local.loc_test` and `remote.rmt_test`, and the other
+    /// node logs in as them (peer_dsn + peer_password_env).
+    pub fn seed_tables(&mut self) {
+        for (node, role, table) in [
+            ("local", "local", "loc_test"),
+            ("remote", "remote", "rmt_test"),
+        ] {
+            let n = self.node(node);
+            n.exec(&format!(
+                "alter database {db} owner to {role};
+                 create schema {role} authorization {role};
+                 set role {role};
+                 create table {role}.{table} {SEED_TABLE};",
+                db = n.db
+            ));
+        }
+        self.write_config(&[
+            ("local", "local", "LOCAL321"),
+            ("remote", "remote", "REMOTE321"),
+        ]);
     }
 
     pub fn node(&self, name: &str) -> &Node {

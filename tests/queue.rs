@@ -1,0 +1,316 @@
+//! The queue, drain and lag: outages, recovery, reordering, crashes and concurrency.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Layout, Setup, TABLES, seed_insert};
+use serde_json::Value;
+
+fn lag(s: &Setup) -> Vec<Value> {
+    let out = s.repctl(&["lag", "--json"]);
+    serde_json::from_slice(&out.stdout).expect("lag --json prints JSON")
+}
+
+fn pending(s: &Setup, from: &str, to: &str) -> i64 {
+    lag(s)
+        .iter()
+        .find(|p| p["from"] == from && p["to"] == to)
+        .expect("pair in lag")["pending"]
+        .as_i64()
+        .unwrap()
+}
+
+fn seed_pair_on_own_clusters() -> Setup {
+    let mut s = Setup::owned(&["local", "remote"], true);
+    s.seed_tables();
+    s.repctl_ok(&["init"], 0);
+    s.repctl_ok(
+        &[
+            "add-table",
+            "local.loc_test",
+            "--map",
+            "remote=remote.rmt_test",
+        ],
+        0,
+    );
+    s
+}
+
+/// The seed's steps 3 and 4: the peer refuses logins, writes succeed and queue, drains in two steps.
+#[test]
+fn seed_steps_three_and_four() {
+    let s = seed_pair_on_own_clusters();
+    let remote = s.node("remote");
+    remote.exec("alter role remote nologin; select pg_terminate_backend(pid) from pg_stat_activity where usename = 'remote'");
+    let mut c = s.node("local").login("local", "LOCAL321");
+    c.batch_execute(&seed_insert("local.loc_test", 1, 10_000))
+        .unwrap();
+    assert_eq!(
+        s.node("local").count("select count(*) from local.loc_test"),
+        10_000
+    );
+    assert_eq!(pending(&s, "local", "remote"), 10_000);
+    let age = lag(&s)[0]["oldest_pending_age_s"]
+        .as_f64()
+        .expect("age while pending");
+    assert!(age >= 0.0);
+    remote.exec("alter role remote login");
+    s.repctl_ok(&["drain", "--limit", "1000"], 0);
+    assert_eq!(pending(&s, "local", "remote"), 9_000);
+    assert_eq!(remote.count("select count(*) from remote.rmt_test"), 1_000);
+    let out = s.repctl_ok(&["drain", "--json"], 0);
+    let report: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report
+            .iter()
+            .map(|r| r["delivered"].as_i64().unwrap())
+            .sum::<i64>(),
+        9_000
+    );
+    assert_eq!(pending(&s, "local", "remote"), 0);
+    assert!(lag(&s)[0]["oldest_pending_age_s"].is_null());
+    assert!(lag(&s)[0]["last_delivery"].is_string());
+    s.assert_converged(&TABLES);
+    // Back to synchronous delivery once the queue is empty.
+    c.batch_execute("update local.loc_test set info = 'after' where pk1 = 1")
+        .unwrap();
+    assert_eq!(
+        remote.count("select count(*) from remote.rmt_test where pk1 = 1 and info = 'after'"),
+        1
+    );
+}
+
+/// The seed's 2.1-2.2: a queued update, then after recovery a delete and re-insert of the same key.
+/// The peer must end with the newest row, not the queued one replayed over it.
+#[test]
+fn no_reordering_after_recovery() {
+    let s = seed_pair_on_own_clusters();
+    let (local, remote) = (s.node("local"), s.node("remote"));
+    local.exec("insert into local.loc_test values (1, 'digoal', 'test', now(), now())");
+    remote.exec("alter role remote nologin; select pg_terminate_backend(pid) from pg_stat_activity where usename = 'remote'");
+    local.exec("update local.loc_test set info = 'queued update' where pk1 = 1");
+    remote.exec("alter role remote login");
+    // The peer is back; new changes must queue behind the old one rather than overtake it.
+    local.exec("delete from local.loc_test where pk1 = 1 and pk2 = 'digoal'");
+    local.exec("insert into local.loc_test values (1, 'digoal', 'DDDDDDDDD', now(), now())");
+    assert_eq!(pending(&s, "local", "remote"), 3);
+    s.repctl_ok(&["drain"], 0);
+    assert_eq!(
+        remote.count("select count(*) from remote.rmt_test where info = 'DDDDDDDDD'"),
+        1
+    );
+    s.assert_converged(&TABLES);
+}
+
+/// The peer is a stopped cluster: writes succeed, then drain delivers once it is back.
+#[test]
+fn peer_cluster_stopped_and_started() {
+    let s = seed_pair_on_own_clusters();
+    s.node("remote").cluster_mut(|c| c.stop()).unwrap();
+    let local = s.node("local");
+    local.exec(&seed_insert("local.loc_test", 1, 500));
+    local.exec("update local.loc_test set info = 'x' where pk1 <= 100");
+    local.exec("delete from local.loc_test where pk1 > 400");
+    assert_eq!(
+        s.repctl_ok(&["drain", "--to", "remote"], 1)
+            .contains("unreachable"),
+        true
+    );
+    s.node("remote").cluster_mut(|c| c.start_again()).unwrap();
+    assert_eq!(pending(&s, "local", "remote"), 500 + 100 + 100);
+    s.repctl_ok(&["drain"], 0);
+    s.assert_converged(&TABLES);
+}
+
+/// `--on-peer-failure error`: the local write fails when the peer cannot take it.
+#[test]
+fn on_peer_failure_error_fails_the_write() {
+    let s = Setup::pair(Layout::TwoClusters);
+    for n in &s.nodes {
+        n.exec("create table strict_t (id int primary key, v text)");
+    }
+    s.repctl_ok(&["init"], 0);
+    s.repctl_ok(
+        &["add-table", "public.strict_t", "--on-peer-failure", "error"],
+        0,
+    );
+    s.node("remote")
+        .exec("alter table strict_t add constraint short check (length(v) < 5)");
+    let err = s
+        .node("local")
+        .admin()
+        .batch_execute("insert into strict_t values (1, 'too long')")
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("peer remote"), "{err:?}");
+    assert_eq!(s.node("local").count("select count(*) from strict_t"), 0);
+    s.node("local")
+        .exec("insert into strict_t values (2, 'ok')");
+    assert_eq!(s.node("remote").count("select count(*) from strict_t"), 1);
+}
+
+/// A change the peer rejects stops that pair at that change, names it, and keeps it queued.
+#[test]
+fn rejected_change_stops_the_pair_and_stays_queued() {
+    let s = Setup::pair(Layout::OneCluster);
+    for n in &s.nodes {
+        n.exec("create table rej (id int primary key, v text)");
+    }
+    s.repctl_ok(&["init"], 0);
+    s.repctl_ok(&["add-table", "public.rej", "--mode", "async"], 0);
+    s.node("remote")
+        .exec("alter table rej add constraint short check (length(v) < 5)");
+    let local = s.node("local");
+    local.exec("insert into rej values (1, 'ok'), (2, 'ok')");
+    local.exec("insert into rej values (3, 'too long')");
+    local.exec("insert into rej values (4, 'ok')");
+    s.node("remote").exec("insert into rej values (100, 'r')");
+    let out = s.repctl_ok(&["drain", "--json"], 1);
+    let report: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let pair = report.iter().find(|r| r["from"] == "local").unwrap();
+    assert_eq!(pair["delivered"], 2);
+    assert_eq!(pair["left"], 2);
+    let error = pair["error"].as_str().unwrap();
+    assert!(
+        error.contains("too long") && error.contains("short"),
+        "{error}"
+    );
+    // The other direction went on.
+    assert_eq!(local.count("select count(*) from rej where id = 100"), 1);
+    s.node("remote")
+        .exec("alter table rej drop constraint short");
+    s.repctl_ok(&["drain"], 0);
+    s.repctl_ok(&["verify"], 0);
+}
+
+/// A drain cut off after the peer committed a batch but before the origin deleted it: the next
+/// drain sees the peer's record and does not apply that batch again.
+#[test]
+fn drain_cut_off_after_peer_commit_is_settled() {
+    let s = Setup::pair(Layout::OneCluster);
+    for n in &s.nodes {
+        n.exec("create table cut (id int primary key, n int)");
+    }
+    s.repctl_ok(&["init"], 0);
+    s.repctl_ok(&["add-table", "public.cut", "--mode", "async"], 0);
+    let (local, remote) = (s.node("local"), s.node("remote"));
+    local.exec("insert into cut select g, 0 from generate_series(1, 10) g");
+    // What a drain does up to the peer's commit, by hand.
+    let batch: (String, Vec<i64>) = {
+        let row = local
+            .admin()
+            .query_one(
+                "select jsonb_agg(jsonb_build_object('s', seq, 't', tbl, 'op', op, 'r', r, 'o', o) order by seq)::text,
+                        array_agg(seq order by seq) from repctl.queue where peer = 'remote'",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    remote
+        .admin()
+        .query_one(
+            "select repctl.apply('local', $1::text::jsonb, $2)",
+            &[&batch.0, &batch.1],
+        )
+        .unwrap();
+    // Meanwhile the origin changes those rows again; the queued originals must not be replayed over it.
+    local.exec("update cut set n = n + 1");
+    let out = s.repctl_ok(&["drain", "--json"], 0);
+    let report: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report.iter().find(|r| r["from"] == "local").unwrap()["delivered"],
+        10,
+        "only the updates: {out}"
+    );
+    s.repctl_ok(&["verify"], 0);
+}
+
+/// `kill -9` of a drain mid-way, then drain again: nothing lost, nothing applied out of order.
+#[test]
+fn drain_killed_mid_way_then_rerun() {
+    let s = Setup::pair(Layout::TwoClusters);
+    for n in &s.nodes {
+        n.exec("create table big (id int primary key, n int)");
+    }
+    s.repctl_ok(&["init"], 0);
+    s.repctl_ok(&["add-table", "public.big", "--mode", "async"], 0);
+    let local = s.node("local");
+    local.exec("insert into big select g, 0 from generate_series(1, 50000) g");
+    for _ in 0..3 {
+        local.exec("update big set n = n + 1 where id % 3 = 0");
+    }
+    let bin = assert_cmd::cargo::cargo_bin("repctl");
+    let mut child = std::process::Command::new(bin)
+        .arg("--config")
+        .arg(&s.config)
+        .args(["drain", "--batch-size", "500"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = pending(&s, "local", "remote");
+    assert!(
+        left < 50000 + 3 * 16667,
+        "the drain made progress before it was killed"
+    );
+    s.repctl_ok(&["drain"], 0);
+    s.repctl_ok(&["verify"], 0);
+    assert_eq!(
+        s.node("remote")
+            .count("select count(*) from big where n = 3"),
+        16666
+    );
+}
+
+/// Writers on both nodes, a peer that goes away and comes back, and two drains running at once.
+#[test]
+fn concurrent_writers_and_drains_converge() {
+    let s = seed_pair_on_own_clusters();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for (node, role, pw, table, base) in [
+            ("local", "local", "LOCAL321", "local.loc_test", 0),
+            ("remote", "postgres", "", "remote.rmt_test", 1_000_000),
+        ] {
+            let s = &s;
+            scope.spawn(move || {
+                // The outage below cuts the peers' logins (role remote), not this writer's.
+                let mut c = if role == "postgres" { s.node(node).admin() } else { s.node(node).login(role, pw) };
+                for i in 0..400 {
+                    let k = base + i % 100;
+                    c.batch_execute(&format!(
+                        "insert into {table} values ({k}, 'k', '{i}', now(), now())
+                           on conflict (pk1, pk2) do update set info = excluded.info, mod_time = now();
+                         delete from {table} where pk1 = {k} - 50"
+                    ))
+                    .unwrap();
+                }
+            });
+        }
+        for _ in 0..2 {
+            let (s, stop) = (&s, &stop);
+            scope.spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let out = s.repctl(&["drain", "--batch-size", "50"]);
+                    assert!(
+                        out.status.code() != Some(2),
+                        "{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            });
+        }
+        let remote = s.node("remote");
+        std::thread::sleep(Duration::from_millis(300));
+        remote.exec("alter role remote nologin; select pg_terminate_backend(pid) from pg_stat_activity where usename = 'remote'");
+        std::thread::sleep(Duration::from_millis(700));
+        remote.exec("alter role remote login");
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    s.repctl_ok(&["drain"], 0);
+    s.assert_converged(&TABLES);
+}
