@@ -314,3 +314,40 @@ fn concurrent_writers_and_drains_converge() {
     s.repctl_ok(&["drain"], 0);
     s.assert_converged(&TABLES);
 }
+
+/// Switching a table between synchronous and asynchronous delivery keeps its other settings.
+#[test]
+fn alter_table_switches_mode() {
+    let s = Setup::pair(Layout::OneCluster);
+    for n in &s.nodes {
+        n.exec("create table sw (id int primary key, v text, note text)");
+    }
+    s.repctl_ok(&["init"], 0);
+    s.repctl_ok(
+        &[
+            "add-table",
+            "public.sw",
+            "--columns",
+            "id,v",
+            "--where",
+            "id > 0",
+        ],
+        0,
+    );
+    s.repctl_ok(&["alter-table", "public.sw", "--mode", "async"], 0);
+    let (local, remote) = (s.node("local"), s.node("remote"));
+    local.exec("insert into sw values (1, 'a', 'n'), (-1, 'filtered', 'n')");
+    assert_eq!(remote.count("select count(*) from sw"), 0);
+    assert_eq!(pending(&s, "local", "remote"), 1);
+    s.repctl_ok(&["drain"], 0);
+    s.repctl_ok(&["alter-table", "public.sw", "--mode", "sync"], 0);
+    local.exec("insert into sw values (2, 'b', 'n')");
+    assert_eq!(
+        remote.count("select count(*) from sw where note is null"),
+        2,
+        "columns subset kept"
+    );
+    let status: Value = serde_json::from_str(&s.repctl_ok(&["status", "--json"], 0)).unwrap();
+    assert_eq!(status["tables"][0]["mode"], "sync");
+    assert_eq!(status["complete"], true);
+}

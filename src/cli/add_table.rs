@@ -51,7 +51,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         on_peer_failure: args.on_peer_failure,
     };
     let mut clients = init::connect_all(config)?;
-    let scripts = table::add_scripts(&mut clients, &req)?;
+    let scripts = table::add_scripts(&mut clients, &req, false)?;
     if args.dry_run {
         install::print_scripts(&scripts);
         return Ok(super::EXIT_OK);

@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand, each with its `Args` and `run`.
 
 mod add_table;
+mod alter_table;
 mod demo;
 mod drain;
 mod init;
@@ -43,6 +44,7 @@ pub struct Cli {
 pub enum Command {
     Init(init::Args),
     AddTable(add_table::Args),
+    AlterTable(alter_table::Args),
     RemoveTable(remove_table::Args),
     Verify(verify::Args),
     Drain(drain::Args),
@@ -56,6 +58,7 @@ pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Init(args) => init::run(&load()?, args),
         Command::AddTable(args) => add_table::run(&load()?, args),
+        Command::AlterTable(args) => alter_table::run(&load()?, args),
         Command::RemoveTable(args) => remove_table::run(&load()?, args),
         Command::Verify(args) => verify::run(&load()?, args),
         Command::Drain(args) => drain::run(&load()?, args),

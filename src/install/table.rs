@@ -65,13 +65,62 @@ impl AddTable {
     }
 }
 
+/// The settings add-table stored for a table, read back from every node's catalog.
+pub fn stored_request(clients: &mut [(String, Client)], name: &TableName) -> Result<AddTable> {
+    let logical = logical_name(name);
+    let mut req: Option<AddTable> = None;
+    let mut map = BTreeMap::new();
+    for (node, client) in clients.iter_mut() {
+        db::require_installed(client, node)?;
+        let row = client
+            .query_opt(
+                "select nsp::text, rel::text, columns, where_clause, mode, on_peer_failure
+                   from repctl.tables where name = $1",
+                &[&logical],
+            )?
+            .with_context(|| format!("node {node}: table {logical} is not replicated there"))?;
+        let local = TableName {
+            schema: row.get(0),
+            table: row.get(1),
+        };
+        if local != *name {
+            map.insert(node.clone(), local);
+        }
+        req.get_or_insert_with(|| AddTable {
+            name: name.clone(),
+            map: BTreeMap::new(),
+            columns: Some(row.get(2)),
+            where_clause: row.get(3),
+            mode: if row.get::<_, String>(4) == "async" {
+                Mode::Async
+            } else {
+                Mode::Sync
+            },
+            on_peer_failure: if row.get::<_, String>(5) == "error" {
+                OnPeerFailure::Error
+            } else {
+                OnPeerFailure::Queue
+            },
+        });
+    }
+    let mut req = req.context("no nodes configured")?;
+    req.map = map;
+    Ok(req)
+}
+
 /// The logical name every node knows the table by.
 pub fn logical_name(name: &TableName) -> String {
     name.to_string()
 }
 
 /// Inspects the table on every node, checks they agree, and renders each node's script.
-pub fn add_scripts(clients: &mut [(String, Client)], req: &AddTable) -> Result<Vec<Script>> {
+/// With `replace`, the table must already be replicated on every node and its objects are
+/// re-rendered with the request's settings (alter-table); without it, it must be new everywhere.
+pub fn add_scripts(
+    clients: &mut [(String, Client)],
+    req: &AddTable,
+    replace: bool,
+) -> Result<Vec<Script>> {
     for node in req.map.keys() {
         if !clients.iter().any(|(n, _)| n == node) {
             bail!("--map names node {node:?}, which is not in the config");
@@ -93,9 +142,15 @@ pub fn add_scripts(clients: &mut [(String, Client)], req: &AddTable) -> Result<V
                 &[&logical],
             )?
             .get(0);
-        if already {
+        if already && !replace {
             bail!(
-                "node {node}: table {logical} is already replicated; run `repctl remove-table {logical}` first to change it"
+                "node {node}: table {logical} is already replicated; change its settings with `repctl alter-table`, \
+                 or run `repctl remove-table {logical}` first"
+            );
+        }
+        if !already && replace {
+            bail!(
+                "node {node}: table {logical} is not replicated there; add it with `repctl add-table`"
             );
         }
         let table = catalog::inspect(client, node, local)?;

@@ -1,0 +1,47 @@
+use anyhow::Result;
+
+use crate::catalog::TableName;
+use crate::config::Config;
+use crate::install::table::{self, Mode, OnPeerFailure};
+use crate::install::{self, init};
+
+/// Change a replicated table's settings on every node (re-renders its triggers and functions).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The table's replicated name, SCHEMA.TABLE.
+    table: String,
+    /// Switch between synchronous and asynchronous delivery.
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    /// When a peer cannot take a change: keep it queued, or fail the local write.
+    #[arg(long, value_enum)]
+    on_peer_failure: Option<OnPeerFailure>,
+    /// Print the SQL each node would run and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn run(config: &Config, args: Args) -> Result<u8> {
+    let name = TableName::parse(&args.table)?;
+    let mut clients = init::connect_all(config)?;
+    let mut req = table::stored_request(&mut clients, &name)?;
+    if let Some(mode) = args.mode {
+        req.mode = mode;
+    }
+    if let Some(p) = args.on_peer_failure {
+        req.on_peer_failure = p;
+    }
+    let scripts = table::add_scripts(&mut clients, &req, true)?;
+    if args.dry_run {
+        install::print_scripts(&scripts);
+        return Ok(super::EXIT_OK);
+    }
+    install::run_scripts(&mut clients, &scripts)?;
+    for s in &scripts {
+        println!(
+            "node {}: {name} now {:?}, on peer failure {:?}",
+            s.node, req.mode, req.on_peer_failure
+        );
+    }
+    Ok(super::EXIT_OK)
+}
