@@ -183,6 +183,48 @@ fn isolate_refused(
     }
 }
 
+/// What one batch did: how many changes reached the peer, and why the pair stopped if the peer
+/// refused one (the changes before it are delivered, it and the rest stay queued).
+pub struct Delivered {
+    pub count: i64,
+    pub refused: Option<String>,
+}
+
+/// Delivers the oldest `size` queued changes of a pair as one batch. Needs the pair lock.
+pub fn deliver_batch(
+    origin: &mut Client,
+    peer_client: &mut Client,
+    origin_name: &str,
+    peer: &str,
+    size: i64,
+) -> Result<Delivered> {
+    let Some(b) = read_batch(origin, peer, size)? else {
+        return Ok(Delivered {
+            count: 0,
+            refused: None,
+        });
+    };
+    match apply_batch(peer_client, origin_name, &b) {
+        Ok(()) => {
+            acknowledge(origin, peer, &b.seqs)?;
+            Ok(Delivered {
+                count: b.seqs.len() as i64,
+                refused: None,
+            })
+        }
+        Err(e) if e.as_db_error().is_some() => {
+            let (count, why) = isolate_refused(origin, peer_client, origin_name, peer)?;
+            Ok(Delivered {
+                count,
+                refused: Some(why),
+            })
+        }
+        Err(e) => {
+            Err(e).with_context(|| format!("node {peer}: applying a batch from {origin_name}"))
+        }
+    }
+}
+
 /// Delivers up to `limit` changes (all when None) from `origin_name` to `peer`, `batch` at a time.
 #[allow(clippy::too_many_arguments)]
 pub fn drain_pair(
@@ -205,25 +247,11 @@ pub fn drain_pair(
         let mut delivered = 0;
         while limit.is_none_or(|l| delivered < l) {
             let size = limit.map_or(batch, |l| (l - delivered).min(batch));
-            let Some(b) = read_batch(origin, peer, size)? else {
-                break;
-            };
-            match apply_batch(peer_client, origin_name, &b) {
-                Ok(()) => {
-                    acknowledge(origin, peer, &b.seqs)?;
-                    delivered += b.seqs.len() as i64;
-                    progress.advance(b.seqs.len() as i64);
-                }
-                Err(e) if e.as_db_error().is_some() => {
-                    let (more, why) = isolate_refused(origin, peer_client, origin_name, peer)?;
-                    progress.advance(more);
-                    return Ok((delivered + more, Some(why)));
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("node {peer}: applying a batch from {origin_name}")
-                    });
-                }
+            let d = deliver_batch(origin, peer_client, origin_name, peer, size)?;
+            delivered += d.count;
+            progress.advance(d.count);
+            if d.refused.is_some() || d.count == 0 {
+                return Ok((delivered, d.refused));
             }
         }
         Ok((delivered, None))
@@ -246,4 +274,20 @@ pub fn drain_pair(
         },
         error,
     })
+}
+
+/// Two distinct clients out of a list of per-node clients, when both nodes are connected.
+pub fn pair_clients(
+    clients: &mut [(String, Option<Client>)],
+    i: usize,
+    j: usize,
+) -> Option<(&mut Client, &mut Client)> {
+    let (a, b) = if i < j {
+        let (lo, hi) = clients.split_at_mut(j);
+        (&mut lo[i].1, &mut hi[0].1)
+    } else {
+        let (lo, hi) = clients.split_at_mut(i);
+        (&mut hi[0].1, &mut lo[j].1)
+    };
+    Some((a.as_mut()?, b.as_mut()?))
 }

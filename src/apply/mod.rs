@@ -1,3 +1,5 @@
 //! Delivering queued changes to peers through the one apply path (`repctl.apply` on the peer).
 
 pub mod drain;
+pub mod metrics;
+pub mod run;

@@ -74,7 +74,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
             {
                 continue;
             }
-            let report = match pair_clients(&mut clients, i, j) {
+            let report = match drain::pair_clients(&mut clients, i, j) {
                 Some((origin, peer)) => {
                     let mut bar = Bar(None);
                     drain::drain_pair(
@@ -137,20 +137,4 @@ fn failed(from: &str, to: &str, error: String) -> PairReport {
         rows_per_s: 0.0,
         error: Some(error),
     }
-}
-
-/// Two distinct clients out of the list, when both nodes answered.
-fn pair_clients(
-    clients: &mut [(String, Option<postgres::Client>)],
-    i: usize,
-    j: usize,
-) -> Option<(&mut postgres::Client, &mut postgres::Client)> {
-    let (a, b) = if i < j {
-        let (lo, hi) = clients.split_at_mut(j);
-        (&mut lo[i].1, &mut hi[0].1)
-    } else {
-        let (lo, hi) = clients.split_at_mut(i);
-        (&mut hi[0].1, &mut lo[j].1)
-    };
-    Some((a.as_mut()?, b.as_mut()?))
 }

@@ -8,6 +8,7 @@ mod init;
 mod lag;
 mod output;
 mod remove_table;
+mod run;
 mod status;
 mod verify;
 
@@ -49,6 +50,7 @@ pub enum Command {
     Verify(verify::Args),
     Drain(drain::Args),
     Lag(lag::Args),
+    Run(run::Args),
     Status(status::Args),
     Demo(demo::Args),
 }
@@ -63,6 +65,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Verify(args) => verify::run(&load()?, args),
         Command::Drain(args) => drain::run(&load()?, args),
         Command::Lag(args) => lag::run(&load()?, args),
+        Command::Run(args) => run::run(&load()?, args),
         Command::Status(args) => status::run(&load()?, args),
         Command::Demo(args) => demo::run(args),
     }

@@ -14,6 +14,9 @@ pub struct PairLag {
     /// When a drain last delivered to this peer (RFC 3339), null if never.
     pub last_delivery: Option<String>,
     pub delivered_total: i64,
+    /// `last_delivery` as Unix time, for metrics.
+    #[serde(skip)]
+    pub last_delivery_epoch: Option<f64>,
 }
 
 /// Lag of every pair whose origin is `node`.
@@ -23,7 +26,8 @@ pub fn node_lag(client: &mut Client, node: &str) -> Result<Vec<PairLag>> {
                 (select count(*) from repctl.queue q where q.peer = p.name),
                 (select extract(epoch from clock_timestamp() - min(q.ts))::float8 from repctl.queue q where q.peer = p.name),
                 to_char(d.last_delivery at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
-                coalesce(d.delivered, 0)
+                coalesce(d.delivered, 0),
+                extract(epoch from d.last_delivery)::float8
            from repctl.peer p left join repctl.delivery d on d.peer = p.name
           order by p.name",
         &[],
@@ -37,6 +41,7 @@ pub fn node_lag(client: &mut Client, node: &str) -> Result<Vec<PairLag>> {
             oldest_pending_age_s: r.get(2),
             last_delivery: r.get(3),
             delivered_total: r.get(4),
+            last_delivery_epoch: r.get(5),
         })
         .collect())
 }

@@ -154,7 +154,10 @@ begin
   end if;
   for v_peer in select name, server from repctl.peer order by name loop
     -- Changes queued earlier for this peer go first (the seed's section 3 reordering).
-    continue when exists (select from repctl.queue q where q.peer = v_peer.name and q.xid <> v_me);
+    if exists (select from repctl.queue q where q.peer = v_peer.name and q.xid <> v_me) then
+      perform pg_notify('repctl', v_peer.name);
+      continue;
+    end if;
     select jsonb_agg(jsonb_build_object('s', q.seq, 't', q.tbl, 'op', q.op, 'r', q.r, 'o', q.o) order by q.seq),
            array_agg(q.seq),
            bool_or(t.on_peer_failure = 'error')
@@ -174,6 +177,7 @@ begin
       if coalesce(v_conn = any ({{ dblink_schema | qi }}.dblink_get_connections()), false) then
         perform {{ dblink_schema | qi }}.dblink_disconnect(v_conn);
       end if;
+      perform pg_notify('repctl', v_peer.name);
       if v_strict then
         raise exception 'repctl: peer % did not take this transaction''s changes: %', v_peer.name, sqlerrm
           using hint = 'the table is set to --on-peer-failure error; the local write is rolled back';

@@ -47,6 +47,11 @@ begin
   if found then
     perform repctl.arm_flush();
   end if;
+{% else %}
+  -- Wakes `repctl run` at commit (notifications of one transaction are folded into one).
+  if found then
+    perform pg_notify('repctl', '');
+  end if;
 {% endif %}
   return null;
 end

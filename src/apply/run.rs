@@ -1,0 +1,303 @@
+//! `repctl run`: delivers every pair's queue continuously, woken by LISTEN/NOTIFY.
+//!
+//! One connection per node serves as origin (it holds the pair locks and LISTENs) and as peer. Each
+//! round delivers at most one bounded batch per pair, so a large backlog never becomes one giant
+//! transaction and no pair starves the others. A node that goes away is retried with capped
+//! exponential backoff; its pairs wait, nothing else stops. Killed at any point, a restarted run
+//! settles the last batch through the peer's record exactly as `drain` does.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use log::{debug, info, warn};
+use postgres::Client;
+use postgres::fallible_iterator::FallibleIterator;
+
+use super::drain::{self, pair_clients};
+use crate::config::{Config, Node};
+use crate::db;
+use crate::ops::lag::{self, PairLag};
+
+/// Channel the capture triggers and the sync flush notify when they leave changes queued.
+pub const CHANNEL: &str = "repctl";
+
+pub struct RunOptions {
+    /// Changes per batch.
+    pub batch: i64,
+    /// How often to log a throughput line.
+    pub stats_every: Duration,
+    /// Shared with the metrics endpoint, refreshed every second when present.
+    pub metrics: Option<Arc<Mutex<Metrics>>>,
+}
+
+/// What the metrics endpoint serves.
+#[derive(Debug, Default, Clone)]
+pub struct Metrics {
+    pub pairs: Vec<PairLag>,
+    /// (from, to) -> apply errors seen by this run.
+    pub apply_errors: Vec<((String, String), u64)>,
+}
+
+struct NodeConn {
+    node: Node,
+    client: Option<Client>,
+    backoff: Duration,
+    retry_at: Instant,
+    was_up: bool,
+}
+
+/// Per ordered pair: whether run holds its lock, and whether it is working off a backlog.
+#[derive(Default, Clone)]
+struct PairState {
+    locked: bool,
+    backlog: bool,
+    errors: u64,
+    refused: Option<String>,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A safety net for changes queued without a notification (e.g. before run started).
+const IDLE_SWEEP: Duration = Duration::from_secs(1);
+
+pub fn run(config: &Config, opts: &RunOptions, stop: &AtomicBool) -> Result<()> {
+    let mut nodes: Vec<NodeConn> = config
+        .nodes
+        .iter()
+        .map(|n| NodeConn {
+            node: n.clone(),
+            client: None,
+            backoff: Duration::from_millis(500),
+            retry_at: Instant::now(),
+            was_up: false,
+        })
+        .collect();
+    let n = nodes.len();
+    let mut pairs = vec![vec![PairState::default(); n]; n];
+    let (mut window_delivered, mut window_start) = (0i64, Instant::now());
+    let mut last_sweep = Instant::now();
+    let mut last_metrics = Instant::now() - Duration::from_secs(10);
+    info!("run: delivering between {} nodes", n);
+    while !stop.load(Ordering::SeqCst) {
+        reconnect(&mut nodes, &mut pairs);
+        let mut clients: Vec<(String, Option<Client>)> = nodes
+            .iter_mut()
+            .map(|c| (c.node.name.clone(), c.client.take()))
+            .collect();
+        let mut busy = false;
+        for i in 0..n {
+            for j in 0..n {
+                if i == j || stop.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let (from, to) = (clients[i].0.clone(), clients[j].0.clone());
+                let Some((origin, peer)) = pair_clients(&mut clients, i, j) else {
+                    continue;
+                };
+                let state = &mut pairs[i][j];
+                match deliver_round(origin, peer, &from, &to, opts.batch, state) {
+                    Ok(count) => {
+                        window_delivered += count;
+                        busy |= count == opts.batch;
+                    }
+                    Err(e) => {
+                        state.errors += 1;
+                        warn!("{from} -> {to}: {e:#}");
+                    }
+                }
+            }
+        }
+        for (conn, (_, client)) in nodes.iter_mut().zip(clients) {
+            conn.client = client.filter(|c| !c.is_closed());
+        }
+        if let Some(metrics) = &opts.metrics
+            && last_metrics.elapsed() >= Duration::from_secs(1)
+        {
+            last_metrics = Instant::now();
+            refresh_metrics(&mut nodes, &pairs, metrics);
+        }
+        if window_start.elapsed() >= opts.stats_every {
+            let secs = window_start.elapsed().as_secs_f64();
+            info!(
+                "delivered {window_delivered} change(s) in {secs:.0} s ({:.0} rows/s)",
+                window_delivered as f64 / secs
+            );
+            (window_delivered, window_start) = (0, Instant::now());
+        }
+        if !busy {
+            wait_for_work(&mut nodes, stop, &mut last_sweep);
+        }
+    }
+    info!("run: stopping (signal); the current batch finished");
+    for (i, conn) in nodes.iter_mut().enumerate() {
+        if let Some(c) = conn.client.as_mut() {
+            for (j, state) in pairs[i].iter().enumerate() {
+                if state.locked {
+                    let _ = drain::unlock_pair(c, &config.nodes[j].name);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One batch for one pair; takes the pair lock (and settles a cut-off batch) the first time.
+fn deliver_round(
+    origin: &mut Client,
+    peer: &mut Client,
+    from: &str,
+    to: &str,
+    batch: i64,
+    state: &mut PairState,
+) -> Result<i64> {
+    if !state.locked {
+        if !drain::lock_pair(origin, to, Duration::ZERO)? {
+            debug!("{from} -> {to}: a drain holds the pair; skipping this round");
+            return Ok(0);
+        }
+        state.locked = true;
+        drain::settle_applied(origin, peer, from, to)?;
+    }
+    let d = drain::deliver_batch(origin, peer, from, to, batch)?;
+    if let Some(why) = &d.refused {
+        if state.refused.as_ref() != Some(why) {
+            warn!("{from} -> {to}: stopped: {why}");
+            state.errors += 1;
+        }
+        state.refused = d.refused;
+        return Ok(d.count);
+    }
+    if state.refused.take().is_some() {
+        info!("{from} -> {to}: the refused change went through");
+    }
+    if d.count == batch {
+        state.backlog = true;
+    } else if state.backlog && d.count < batch {
+        state.backlog = false;
+        info!("{from} -> {to}: backlog drained");
+    }
+    debug!("{from} -> {to}: delivered {}", d.count);
+    Ok(d.count)
+}
+
+fn reconnect(nodes: &mut [NodeConn], pairs: &mut [Vec<PairState>]) {
+    for (i, conn) in nodes.iter_mut().enumerate() {
+        if conn.client.is_some() {
+            continue;
+        }
+        if conn.was_up {
+            warn!(
+                "node {}: connection lost; retrying with backoff",
+                conn.node.name
+            );
+            conn.was_up = false;
+            // Its session locks died with it; pairs it is origin of must lock (and settle) again.
+            pairs[i].iter_mut().for_each(|p| p.locked = false);
+            conn.retry_at = Instant::now();
+        }
+        if Instant::now() < conn.retry_at {
+            continue;
+        }
+        match db::connect(&conn.node).and_then(|mut c| {
+            c.batch_execute(&format!("listen {CHANNEL}"))?;
+            Ok(c)
+        }) {
+            Ok(c) => {
+                info!("node {}: connected", conn.node.name);
+                conn.client = Some(c);
+                conn.was_up = true;
+                conn.backoff = Duration::from_millis(500);
+                for row in pairs.iter_mut() {
+                    row[i].backlog = true;
+                }
+            }
+            Err(e) => {
+                debug!("node {}: {e:#}", conn.node.name);
+                if conn.backoff == Duration::from_millis(500) {
+                    warn!("node {}: down ({e:#})", conn.node.name);
+                }
+                conn.retry_at = Instant::now() + conn.backoff;
+                conn.backoff = (conn.backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Sleeps until a node notifies, the idle sweep is due, or a stop is asked for.
+fn wait_for_work(nodes: &mut [NodeConn], stop: &AtomicBool, last_sweep: &mut Instant) {
+    let started = Instant::now();
+    loop {
+        if stop.load(Ordering::SeqCst) || last_sweep.elapsed() >= IDLE_SWEEP {
+            *last_sweep = Instant::now();
+            return;
+        }
+        let mut any_client = false;
+        for conn in nodes.iter_mut() {
+            let Some(c) = conn.client.as_mut() else {
+                continue;
+            };
+            any_client = true;
+            let woke = {
+                let mut notes = c.notifications();
+                let mut it = notes.timeout_iter(Duration::from_millis(2));
+                let mut woke = false;
+                while let Ok(Some(_)) = it.next() {
+                    woke = true;
+                }
+                woke
+            };
+            if c.is_closed() {
+                conn.client = None;
+                return;
+            }
+            if woke {
+                return;
+            }
+        }
+        if !any_client {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if started.elapsed() > IDLE_SWEEP {
+            return;
+        }
+    }
+}
+
+fn refresh_metrics(
+    nodes: &mut [NodeConn],
+    pairs: &[Vec<PairState>],
+    metrics: &Arc<Mutex<Metrics>>,
+) {
+    let mut lags = Vec::new();
+    for conn in nodes.iter_mut() {
+        if let Some(c) = conn.client.as_mut() {
+            match lag::node_lag(c, &conn.node.name) {
+                Ok(l) => lags.extend(l),
+                Err(e) => debug!("node {}: reading lag: {e:#}", conn.node.name),
+            }
+        }
+    }
+    let names: Vec<String> = nodes.iter().map(|c| c.node.name.clone()).collect();
+    let mut errors = Vec::new();
+    for (i, row) in pairs.iter().enumerate() {
+        for (j, p) in row.iter().enumerate() {
+            if i != j {
+                errors.push(((names[i].clone(), names[j].clone()), p.errors));
+            }
+        }
+    }
+    let mut m = metrics.lock().expect("metrics lock");
+    // Keep the last known lag of a node that is down rather than dropping its pairs.
+    for l in lags {
+        match m
+            .pairs
+            .iter_mut()
+            .find(|p| p.from == l.from && p.to == l.to)
+        {
+            Some(p) => *p = l,
+            None => m.pairs.push(l),
+        }
+    }
+    m.apply_errors = errors;
+}
