@@ -1,11 +1,11 @@
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::catalog::TableName;
 use crate::config::Config;
 use crate::install::table::{self, Mode, OnPeerFailure};
 use crate::install::{self, init};
 
-/// Change a replicated table's settings on every node (re-renders its triggers and functions).
+/// Change a replicated table's settings on every node (re-renders its triggers and functions); also adds it on nodes new to the config.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The table's replicated name, SCHEMA.TABLE.
@@ -16,6 +16,9 @@ pub struct Args {
     /// When a peer cannot take a change: keep it queued, or fail the local write.
     #[arg(long, value_enum)]
     on_peer_failure: Option<OnPeerFailure>,
+    /// For a node that does not replicate the table yet (just added to the config): the table to use there.
+    #[arg(long = "map", value_name = "NODE=SCHEMA.TABLE")]
+    map: Vec<String>,
     /// Print the SQL each node would run and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -25,6 +28,11 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     let name = TableName::parse(&args.table)?;
     let mut clients = init::connect_all(config)?;
     let mut req = table::stored_request(&mut clients, &name)?;
+    for m in &args.map {
+        let (node, table) = m.split_once('=').with_context(|| format!("--map {m:?}: write NODE=SCHEMA.TABLE"))?;
+        config.node(node)?;
+        req.map.insert(node.to_string(), TableName::parse(table)?);
+    }
     if let Some(mode) = args.mode {
         req.mode = mode;
     }

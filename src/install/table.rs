@@ -78,7 +78,9 @@ pub fn stored_request(clients: &mut [(String, Client)], name: &TableName) -> Res
                    from repctl.tables where name = $1",
                 &[&logical],
             )?
-            .with_context(|| format!("node {node}: table {logical} is not replicated there"))?;
+            ;
+        // A node added to the config since add-table does not have it yet; alter-table adds it there.
+        let Some(row) = row else { continue };
         let local = TableName {
             schema: row.get(0),
             table: row.get(1),
@@ -103,7 +105,7 @@ pub fn stored_request(clients: &mut [(String, Client)], name: &TableName) -> Res
             },
         });
     }
-    let mut req = req.context("no nodes configured")?;
+    let mut req = req.with_context(|| format!("table {logical} is not replicated on any node (see `repctl status`)"))?;
     req.map = map;
     Ok(req)
 }
@@ -114,8 +116,9 @@ pub fn logical_name(name: &TableName) -> String {
 }
 
 /// Inspects the table on every node, checks they agree, and renders each node's script.
-/// With `replace`, the table must already be replicated on every node and its objects are
-/// re-rendered with the request's settings (alter-table); without it, it must be new everywhere.
+/// With `replace`, the table's objects are re-rendered with the request's settings (alter-table),
+/// and a node that does not replicate it yet (one just added to the config) gets it; without
+/// `replace`, the table must be new everywhere.
 pub fn add_scripts(
     clients: &mut [(String, Client)],
     req: &AddTable,
@@ -146,11 +149,6 @@ pub fn add_scripts(
             bail!(
                 "node {node}: table {logical} is already replicated; change its settings with `repctl alter-table`, \
                  or run `repctl remove-table {logical}` first"
-            );
-        }
-        if !already && replace {
-            bail!(
-                "node {node}: table {logical} is not replicated there; add it with `repctl add-table`"
             );
         }
         let table = catalog::inspect(client, node, local)?;
