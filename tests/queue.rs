@@ -200,8 +200,8 @@ fn drain_cut_off_after_peer_commit_is_settled() {
         let row = local
             .admin()
             .query_one(
-                "select jsonb_agg(jsonb_build_object('s', seq, 't', tbl, 'op', op, 'r', r, 'o', o) order by seq)::text,
-                        array_agg(seq order by seq) from repctl.queue where peer = 'remote'",
+                "select jsonb_agg(repctl.change_json(q) order by seq)::text, array_agg(seq order by seq)
+                   from repctl.queue q where peer = 'remote'",
                 &[],
             )
             .unwrap();

@@ -8,7 +8,7 @@ use repctl::catalog::{Column, Table, TableName};
 use repctl::config::Config;
 use repctl::install::init::{NodeFacts, render_init};
 use repctl::install::table::{
-    AddTable, Mode, OnPeerFailure, logical_name, render_add, render_remove,
+    AddTable, ConflictRule, Mode, OnPeerFailure, logical_name, render_add, render_remove,
 };
 
 const CONFIG: &str = r#"
@@ -93,6 +93,9 @@ fn request(mode: Mode, where_clause: Option<&str>) -> AddTable {
         where_clause: where_clause.map(str::to_string),
         mode,
         on_peer_failure: OnPeerFailure::Queue,
+        conflict: ConflictRule::OriginWins,
+        conflict_column: None,
+        node_priority: vec![],
     }
 }
 
@@ -141,6 +144,9 @@ fn add_table_odd_names_key_only_identity() {
         where_clause: None,
         mode: Mode::Sync,
         on_peer_failure: OnPeerFailure::Error,
+        conflict: ConflictRule::Error,
+        conflict_column: None,
+        node_priority: vec![],
     };
     let sql = render_add("n'1", &logical_name(&req.name), &t, &t.columns, &req).unwrap();
     insta::assert_snapshot!("add_table_odd_names", sql);

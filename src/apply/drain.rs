@@ -107,9 +107,9 @@ fn pending(origin: &mut Client, peer: &str) -> Result<i64> {
 
 fn read_batch(origin: &mut Client, peer: &str, size: i64) -> Result<Option<Batch>> {
     let row = origin.query_one(
-        "select jsonb_agg(jsonb_build_object('s', seq, 't', tbl, 'op', op, 'r', r, 'o', o) order by seq)::text,
-                array_agg(seq order by seq)
-           from (select * from repctl.queue where peer = $1 order by seq limit $2) q",
+        "select jsonb_agg(repctl.change_json(q) order by q.seq)::text, array_agg(q.seq order by q.seq)
+           from repctl.queue q
+          where q.peer = $1 and q.seq in (select seq from repctl.queue where peer = $1 order by seq limit $2)",
         &[&peer, &size],
     )?;
     let payload: Option<String> = row.get(0);

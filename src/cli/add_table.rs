@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 
 use crate::catalog::TableName;
 use crate::config::Config;
-use crate::install::table::{self, AddTable, Mode, OnPeerFailure};
+use crate::install::table::{self, AddTable, ConflictRule, Mode, OnPeerFailure};
 use crate::install::{self, init};
 
 /// Replicate a table between all nodes: reads its primary key, installs capture triggers and the apply function.
@@ -27,6 +27,15 @@ pub struct Args {
     /// When a peer cannot take a change: keep it queued, or fail the local write.
     #[arg(long, value_enum, default_value = "queue")]
     on_peer_failure: OnPeerFailure,
+    /// How conflicts (two nodes changed the same row) are resolved.
+    #[arg(long, value_enum, default_value = "origin-wins")]
+    conflict: ConflictRule,
+    /// With last-write-wins: compare this timestamp column instead of commit times.
+    #[arg(long, value_name = "COL")]
+    conflict_column: Option<String>,
+    /// With node-priority: nodes, highest priority first, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
+    node_priority: Vec<String>,
     /// Print the SQL each node would run and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -49,6 +58,9 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         where_clause: args.where_clause,
         mode: args.mode,
         on_peer_failure: args.on_peer_failure,
+        conflict: args.conflict,
+        conflict_column: args.conflict_column,
+        node_priority: args.node_priority,
     };
     let mut clients = init::connect_all(config)?;
     let scripts = table::add_scripts(&mut clients, &req, false)?;

@@ -2,7 +2,7 @@ use anyhow::{Context, Result};
 
 use crate::catalog::TableName;
 use crate::config::Config;
-use crate::install::table::{self, Mode, OnPeerFailure};
+use crate::install::table::{self, ConflictRule, Mode, OnPeerFailure};
 use crate::install::{self, init};
 
 /// Change a replicated table's settings on every node (re-renders its triggers and functions); also adds it on nodes new to the config.
@@ -16,6 +16,15 @@ pub struct Args {
     /// When a peer cannot take a change: keep it queued, or fail the local write.
     #[arg(long, value_enum)]
     on_peer_failure: Option<OnPeerFailure>,
+    /// How conflicts are resolved from now on.
+    #[arg(long, value_enum)]
+    conflict: Option<ConflictRule>,
+    /// With last-write-wins: compare this timestamp column instead of commit times.
+    #[arg(long, value_name = "COL")]
+    conflict_column: Option<String>,
+    /// With node-priority: nodes, highest priority first, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
+    node_priority: Option<Vec<String>>,
     /// For a node that does not replicate the table yet (just added to the config): the table to use there.
     #[arg(long = "map", value_name = "NODE=SCHEMA.TABLE")]
     map: Vec<String>,
@@ -29,7 +38,9 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     let mut clients = init::connect_all(config)?;
     let mut req = table::stored_request(&mut clients, &name)?;
     for m in &args.map {
-        let (node, table) = m.split_once('=').with_context(|| format!("--map {m:?}: write NODE=SCHEMA.TABLE"))?;
+        let (node, table) = m
+            .split_once('=')
+            .with_context(|| format!("--map {m:?}: write NODE=SCHEMA.TABLE"))?;
         config.node(node)?;
         req.map.insert(node.to_string(), TableName::parse(table)?);
     }
@@ -38,6 +49,18 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     }
     if let Some(p) = args.on_peer_failure {
         req.on_peer_failure = p;
+    }
+    if let Some(c) = args.conflict {
+        req.conflict = c;
+        // A column or priority list belongs to the rule it was given with.
+        req.conflict_column = None;
+        req.node_priority.clear();
+    }
+    if args.conflict_column.is_some() {
+        req.conflict_column = args.conflict_column;
+    }
+    if let Some(p) = args.node_priority {
+        req.node_priority = p;
     }
     let scripts = table::add_scripts(&mut clients, &req, true)?;
     if args.dry_run {

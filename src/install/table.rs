@@ -30,6 +30,46 @@ pub enum OnPeerFailure {
     Error,
 }
 
+/// How a conflict (two nodes changed the same row before exchanging changes) is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConflictRule {
+    /// The incoming change wins; this node's own pending change of that row is dropped.
+    OriginWins,
+    /// This node's row is kept; the incoming change is dropped.
+    TargetWins,
+    /// The newer version wins (commit time, or --conflict-column); ties go to the node name that sorts first.
+    LastWriteWins,
+    /// The version from the node listed first in --node-priority wins; same node: the newer.
+    NodePriority,
+    /// Stop the pair at the change, keep it queued, and report it.
+    Error,
+}
+
+impl ConflictRule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictRule::OriginWins => "origin-wins",
+            ConflictRule::TargetWins => "target-wins",
+            ConflictRule::LastWriteWins => "last-write-wins",
+            ConflictRule::NodePriority => "node-priority",
+            ConflictRule::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ConflictRule> {
+        <ConflictRule as clap::ValueEnum>::from_str(s, false).ok()
+    }
+
+    /// Rules that compare who wrote a row's current version and when.
+    fn versioned(self) -> bool {
+        matches!(
+            self,
+            ConflictRule::LastWriteWins | ConflictRule::NodePriority
+        )
+    }
+}
+
 impl Mode {
     fn as_str(self) -> &'static str {
         match self {
@@ -57,6 +97,11 @@ pub struct AddTable {
     pub where_clause: Option<String>,
     pub mode: Mode,
     pub on_peer_failure: OnPeerFailure,
+    pub conflict: ConflictRule,
+    /// For last-write-wins: a timestamp column (e.g. the seed's mod_time) instead of commit time.
+    pub conflict_column: Option<String>,
+    /// For node-priority: node names, highest priority first.
+    pub node_priority: Vec<String>,
 }
 
 impl AddTable {
@@ -72,13 +117,12 @@ pub fn stored_request(clients: &mut [(String, Client)], name: &TableName) -> Res
     let mut map = BTreeMap::new();
     for (node, client) in clients.iter_mut() {
         db::require_installed(client, node)?;
-        let row = client
-            .query_opt(
-                "select nsp::text, rel::text, columns, where_clause, mode, on_peer_failure
+        let row = client.query_opt(
+            "select nsp::text, rel::text, columns, where_clause, mode, on_peer_failure,
+                        conflict, conflict_column, coalesce(node_priority, '{}')
                    from repctl.tables where name = $1",
-                &[&logical],
-            )?
-            ;
+            &[&logical],
+        )?;
         // A node added to the config since add-table does not have it yet; alter-table adds it there.
         let Some(row) = row else { continue };
         let local = TableName {
@@ -103,9 +147,15 @@ pub fn stored_request(clients: &mut [(String, Client)], name: &TableName) -> Res
             } else {
                 OnPeerFailure::Queue
             },
+            conflict: ConflictRule::parse(&row.get::<_, String>(6))
+                .unwrap_or(ConflictRule::OriginWins),
+            conflict_column: row.get(7),
+            node_priority: row.get(8),
         });
     }
-    let mut req = req.with_context(|| format!("table {logical} is not replicated on any node (see `repctl status`)"))?;
+    let mut req = req.with_context(|| {
+        format!("table {logical} is not replicated on any node (see `repctl status`)")
+    })?;
     req.map = map;
     Ok(req)
 }
@@ -134,6 +184,7 @@ pub fn add_scripts(
     {
         bail!("--where must not contain \"$fn$\"");
     }
+    check_conflict_settings(clients, req)?;
     let logical = logical_name(&req.name);
     let mut tables = Vec::new();
     for (node, client) in clients.iter_mut() {
@@ -153,6 +204,14 @@ pub fn add_scripts(
         }
         let table = catalog::inspect(client, node, local)?;
         let table = select_columns(table, req.columns.as_deref(), node)?;
+        if let Some(c) = &req.conflict_column
+            && !table.columns.iter().any(|x| &x.name == c)
+        {
+            bail!(
+                "node {node}: --conflict-column {c:?} is not a replicated column of {}",
+                table.name
+            );
+        }
         if let Some(w) = &req.where_clause {
             // Parsing the condition against the table proves it is one expression over its columns.
             let mut tx = client.transaction()?;
@@ -181,6 +240,23 @@ pub fn add_scripts(
             })
         })
         .collect()
+}
+
+fn check_conflict_settings(clients: &[(String, Client)], req: &AddTable) -> Result<()> {
+    if req.conflict == ConflictRule::NodePriority && req.node_priority.is_empty() {
+        bail!(
+            "--conflict node-priority needs --node-priority NODE,NODE,... (highest priority first)"
+        );
+    }
+    for n in &req.node_priority {
+        if !clients.iter().any(|(name, _)| name == n) {
+            bail!("--node-priority names node {n:?}, which is not in the config");
+        }
+    }
+    if req.conflict_column.is_some() && req.conflict != ConflictRule::LastWriteWins {
+        bail!("--conflict-column goes with --conflict last-write-wins");
+    }
+    Ok(())
 }
 
 fn select_columns(mut table: Table, wanted: Option<&[String]>, node: &str) -> Result<Table> {
@@ -282,6 +358,11 @@ pub fn render_add(
         .filter(|c| !table.key.contains(c))
         .cloned()
         .collect();
+    let key_columns: Vec<Column> = table
+        .key
+        .iter()
+        .filter_map(|k| columns.iter().find(|c| &c.name == k).cloned())
+        .collect();
     render::render(
         "table/add.sql",
         &context! {
@@ -295,15 +376,19 @@ pub fn render_add(
             column_names => names_taken.clone(),
             key_columns => table.key.clone(),
             key_columns_array => table.key.clone(),
-            update_columns,
+            update_columns => update_columns.clone(),
             overriding => table.columns.iter().any(|c| c.identity_always),
             where => req.where_clause.clone().map(safe),
             mode => req.mode.as_str(),
             on_peer_failure => req.on_peer_failure.as_str(),
             capture_fn => names::capture_fn(logical),
             apply_fn => names::apply_fn(logical),
-            seq_alias => names::free_alias("s", &names_taken),
-            del_alias => names::free_alias("d", &names_taken),
+            key_column_types => column_values(&key_columns),
+            non_key_columns => update_columns.clone(),
+            conflict => req.conflict.as_str(),
+            conflict_column => req.conflict_column.clone(),
+            node_priority => req.node_priority.clone(),
+            versioned => req.conflict.versioned(),
             text_settings => text_settings(),
         },
     )

@@ -35,6 +35,35 @@ create table if not exists repctl.tables (
   apply_fn name not null,
   added_at timestamptz not null default now()
 );
+-- Added after 0.1.0 installs existed: conflict handling settings.
+alter table repctl.tables add column if not exists conflict text not null default 'origin-wins';
+alter table repctl.tables add column if not exists conflict_column text;
+alter table repctl.tables add column if not exists node_priority text[];
+
+-- Who wrote each row's current version and when, for tables whose conflict rule compares versions
+-- (last-write-wins, node-priority); kept by capture and apply.
+create table if not exists repctl.version (
+  tbl text not null,
+  k jsonb not null,
+  origin text not null,
+  ts timestamptz not null,
+  primary key (tbl, k)
+);
+
+-- The audit log: every conflict, with both versions, the rule and the winner.
+create table if not exists repctl.conflict (
+  id bigint generated always as identity primary key,
+  at timestamptz not null default clock_timestamp(),
+  tbl text not null,
+  k jsonb not null,
+  kind text not null,
+  origin text not null,
+  local_row jsonb,
+  remote_row jsonb,
+  rule text not null,
+  winner text not null
+);
+create index if not exists conflict_at on repctl.conflict (at);
 
 -- The queue: every change a peer has not received yet, as row images (not SQL), one partition per peer.
 create sequence if not exists repctl.queue_seq as bigint;
@@ -123,6 +152,25 @@ begin
 end
 $fn$;
 
+-- A queued change as it travels to a peer.
+create or replace function repctl.change_json(q repctl.queue) returns jsonb
+language sql immutable set search_path = pg_catalog as $fn$
+  select jsonb_build_object('s', q.seq, 't', q.tbl, 'op', q.op, 'r', q.r, 'o', q.o, 'ts', q.ts)
+$fn$;
+
+-- Raised by apply functions of tables with the conflict rule `error`: the pair stops at the change.
+create or replace function repctl.conflict_error(p_tbl text, p_origin text, p_kind text, p_key jsonb,
+                                                 p_here jsonb, p_before jsonb, p_after jsonb) returns boolean
+language plpgsql set search_path = pg_catalog, pg_temp as $fn$
+begin
+  raise exception 'repctl: conflict % on % key % (rule error): node % has %, node % changed it from % to %',
+    p_kind, p_tbl, p_key, (select value from repctl.meta where key = 'node'), coalesce(p_here::text, 'no row'),
+    p_origin, coalesce(p_before::text, 'no row'), coalesce(p_after::text, 'deleted')
+    using errcode = 'unique_violation',
+          hint = 'fix the row on one node and drain again, or change the rule: repctl alter-table --conflict RULE';
+end
+$fn$;
+
 -- Called by every capture trigger in synchronous mode: asks for one flush at commit per transaction.
 create or replace function repctl.arm_flush() returns void
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $fn$
@@ -158,7 +206,7 @@ begin
       perform pg_notify('repctl', v_peer.name);
       continue;
     end if;
-    select jsonb_agg(jsonb_build_object('s', q.seq, 't', q.tbl, 'op', q.op, 'r', q.r, 'o', q.o) order by q.seq),
+    select jsonb_agg(repctl.change_json(q) order by q.seq),
            array_agg(q.seq),
            bool_or(t.on_peer_failure = 'error')
       into v_payload, v_seqs, v_strict
@@ -169,6 +217,9 @@ begin
     begin
       if not coalesce(v_conn = any ({{ dblink_schema | qi }}.dblink_get_connections()), false) then
         perform {{ dblink_schema | qi }}.dblink_connect(v_conn, v_peer.server);
+        -- Two nodes flushing changes to the same row at once would wait on each other's row locks
+        -- forever; after this the later one gives up and its changes stay queued.
+        perform {{ dblink_schema | qi }}.dblink_exec(v_conn, 'set lock_timeout = ''2s''');
       end if;
       perform from {{ dblink_schema | qi }}.dblink(v_conn,
         format('select repctl.apply(%L, %L::jsonb)', v_origin, v_payload)) as applied(n integer);
@@ -225,7 +276,7 @@ begin
         (select value from repctl.meta where key = 'node')
         using hint = 'run repctl add-table for it, or repctl remove-table on every node';
     end if;
-    execute format('select repctl.%I($1, $2)', v_fn) using v_segment.changes, v_segment.trunc;
+    execute format('select repctl.%I($1, $2, $3)', v_fn) using v_segment.changes, v_segment.trunc, p_origin;
     v_count := v_count + jsonb_array_length(v_segment.changes);
   end loop;
   if p_batch is not null then

@@ -6,6 +6,20 @@ jsonb_object(array[{% for c in columns %}{{ c.name | ql }}{% if not loop.last %}
 {%- macro key(alias) -%}
 row({% for c in key_columns %}{{ alias | qi }}.{{ c | qi }}{% if not loop.last %}, {% endif %}{% endfor %})
 {%- endmacro -%}
+{#- For tables whose conflict rule compares versions: record this node as the writer of each key. -#}
+{%- macro track_open() -%}
+{% if versioned %}with q as ({% endif %}
+{%- endmacro -%}
+{%- macro track_close() -%}
+{% if versioned %}
+    returning peer, op, r, o, ts)
+  insert into repctl.version as v (tbl, k, origin, ts)
+  select {{ name | ql }}, coalesce(q.r, q.o) - {{ non_key_columns | ql }}::text[], {{ node | ql }},
+         {% if conflict_column %}case when q.op = 'D' then q.ts else coalesce((q.r ->> {{ conflict_column | ql }})::timestamptz, q.ts) end{% else %}q.ts{% endif +%}
+    from q where q.peer = (select min(name) from repctl.peer)
+  on conflict (tbl, k) do update set origin = excluded.origin, ts = excluded.ts
+{% endif %}
+{%- endmacro -%}
 {%- macro filtered(rows) -%}
 {% if where %}(select * from {{ rows | qi }} where ({{ where }})){% else %}{{ rows | qi }}{% endif %}
 {%- endmacro -%}
@@ -21,24 +35,27 @@ begin
     return null;
   end if;
   if tg_op = 'INSERT' then
-    insert into repctl.queue (peer, tbl, op, r)
+    {{ track_open() }}insert into repctl.queue (peer, tbl, op, r)
     select p.name, {{ name | ql }}, 'I', c.r
       from (select {{ image("n") }} as r from {{ filtered("new_rows") }} n) c
-     cross join repctl.peer p;
+     cross join repctl.peer p
+{{ track_close() }};
   elsif tg_op = 'UPDATE' then
     -- Old and new rows pair up by key; a changed key is a delete of the old key and an insert of the new.
-    insert into repctl.queue (peer, tbl, op, r, o)
+    {{ track_open() }}insert into repctl.queue (peer, tbl, op, r, o)
     select p.name, {{ name | ql }},
            case when o.r is null then 'I' when n.r is null then 'D' else 'U' end, n.r, o.r
       from (select {{ key("n") }} as k, {{ image("n") }} as r from {{ filtered("new_rows") }} n) n
       full join (select {{ key("o") }} as k, {{ image("o") }} as r from {{ filtered("old_rows") }} o) o on n.k = o.k
      cross join repctl.peer p
-     where n.r is distinct from o.r;
+     where n.r is distinct from o.r
+{{ track_close() }};
   elsif tg_op = 'DELETE' then
-    insert into repctl.queue (peer, tbl, op, o)
+    {{ track_open() }}insert into repctl.queue (peer, tbl, op, o)
     select p.name, {{ name | ql }}, 'D', c.o
       from (select {{ image("o") }} as o from {{ filtered("old_rows") }} o) c
-     cross join repctl.peer p;
+     cross join repctl.peer p
+{{ track_close() }};
   else
     insert into repctl.queue (peer, tbl, op)
     select p.name, {{ name | ql }}, 'T' from repctl.peer p;
