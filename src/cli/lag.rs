@@ -9,7 +9,7 @@ use crate::ops::lag::{self, PairLag};
 /// Show, per (from, to) pair, pending changes, the age of the oldest, and the last delivery.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Print JSON: an array of {from, to, pending, oldest_pending_age_s, last_delivery, delivered_total}.
+    /// Print JSON: an array of {from, to, pending, oldest_pending_age_s, last_delivery, delivered_total, conflicts}.
     #[arg(long)]
     json: bool,
     /// Refresh every SECONDS until interrupted.
@@ -31,6 +31,16 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
                 pairs.extend(lag::node_lag(c, node)?);
             }
         }
+        // Conflicts are recorded where they were detected: on the peer.
+        for (node, client) in clients.iter_mut() {
+            if let Some(c) = client {
+                for (origin, n) in crate::ops::conflicts::counts_by_origin(c)? {
+                    if let Some(p) = pairs.iter_mut().find(|p| p.from == origin && &p.to == node) {
+                        p.conflicts = n;
+                    }
+                }
+            }
+        }
         if args.json {
             print_json(&pairs)?;
         } else {
@@ -50,6 +60,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
                     or_dash(p.oldest_pending_age_s.map(|a| format!("{a:.1}"))),
                     or_dash(p.last_delivery.clone()),
                     p.delivered_total.to_string(),
+                    p.conflicts.to_string(),
                 ]);
             }
             println!("{t}");

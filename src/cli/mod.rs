@@ -2,6 +2,8 @@
 
 mod add_table;
 mod alter_table;
+mod bar;
+mod conflicts;
 mod demo;
 mod drain;
 mod init;
@@ -50,6 +52,7 @@ pub enum Command {
     Verify(verify::Args),
     Drain(drain::Args),
     Lag(lag::Args),
+    Conflicts(conflicts::Args),
     Run(run::Args),
     Status(status::Args),
     Demo(demo::Args),
@@ -65,6 +68,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Verify(args) => verify::run(&load()?, args),
         Command::Drain(args) => drain::run(&load()?, args),
         Command::Lag(args) => lag::run(&load()?, args),
+        Command::Conflicts(args) => conflicts::run(&load()?, args),
         Command::Run(args) => run::run(&load()?, args),
         Command::Status(args) => status::run(&load()?, args),
         Command::Demo(args) => demo::run(args),

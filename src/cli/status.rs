@@ -31,7 +31,14 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
             ]);
         }
         println!("{nodes}");
-        let mut tables = table(&["table", "mode", "node", "local table", "missing"]);
+        let mut tables = table(&[
+            "table",
+            "mode",
+            "node",
+            "local table",
+            "conflicts",
+            "missing",
+        ]);
         for t in &s.tables {
             for node in &config.nodes {
                 let missing = t
@@ -44,6 +51,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
                     or_dash(t.mode.clone()),
                     node.name.clone(),
                     or_dash(t.nodes.get(&node.name)),
+                    or_dash(t.conflicts.get(&node.name)),
                     missing,
                 ]);
             }

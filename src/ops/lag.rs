@@ -14,6 +14,8 @@ pub struct PairLag {
     /// When a drain last delivered to this peer (RFC 3339), null if never.
     pub last_delivery: Option<String>,
     pub delivered_total: i64,
+    /// Conflicts the peer (`to`) detected in changes from `from`.
+    pub conflicts: i64,
     /// `last_delivery` as Unix time, for metrics.
     #[serde(skip)]
     pub last_delivery_epoch: Option<f64>,
@@ -42,6 +44,7 @@ pub fn node_lag(client: &mut Client, node: &str) -> Result<Vec<PairLag>> {
             last_delivery: r.get(3),
             delivered_total: r.get(4),
             last_delivery_epoch: r.get(5),
+            conflicts: 0,
         })
         .collect())
 }

@@ -1,8 +1,11 @@
 //! Operating a running replication: comparing nodes, showing state.
 
+pub mod conflicts;
+pub mod diff;
 pub mod lag;
 pub mod status;
 pub mod verify;
+pub mod verify_rows;
 
 use std::collections::BTreeSet;
 

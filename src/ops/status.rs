@@ -31,6 +31,8 @@ pub struct TableStatus {
     /// Node name to objects add-table should have installed there but that are missing.
     pub missing: BTreeMap<String, Vec<String>>,
     pub complete: bool,
+    /// Node name to the conflicts it recorded for this table (see `repctl conflicts`).
+    pub conflicts: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -81,6 +83,7 @@ pub fn status(
             nodes: BTreeMap::new(),
             missing: BTreeMap::new(),
             complete: true,
+            conflicts: BTreeMap::new(),
         };
         for (name, client) in clients.iter_mut() {
             let Some(client) = client else {
@@ -108,6 +111,13 @@ pub fn status(
                         .to_string(),
                     );
                     t.mode.get_or_insert(nt.mode);
+                    let n: i64 = client
+                        .query_one(
+                            "select count(*) from repctl.conflict where tbl = $1",
+                            &[&logical],
+                        )?
+                        .get(0);
+                    t.conflicts.insert(name.clone(), n);
                     let missing = table_missing(client, &logical)?;
                     if !missing.is_empty() {
                         t.complete = false;

@@ -78,6 +78,8 @@ create table if not exists repctl.queue (
   ts timestamptz not null default clock_timestamp(),
   primary key (peer, seq)
 ) partition by list (peer);
+-- A resolution sent back by a target that kept its row (target-wins): applied without a conflict check.
+alter table repctl.queue add column if not exists resolved boolean not null default false;
 
 -- The last drain batch applied here per origin, so a drain cut off after the peer's commit can
 -- tell which of the origin's queued changes are already applied.
@@ -155,7 +157,7 @@ $fn$;
 -- A queued change as it travels to a peer.
 create or replace function repctl.change_json(q repctl.queue) returns jsonb
 language sql immutable set search_path = pg_catalog as $fn$
-  select jsonb_build_object('s', q.seq, 't', q.tbl, 'op', q.op, 'r', q.r, 'o', q.o, 'ts', q.ts)
+  select jsonb_build_object('s', q.seq, 't', q.tbl, 'op', q.op, 'r', q.r, 'o', q.o, 'ts', q.ts, 'resolved', q.resolved)
 $fn$;
 
 -- Raised by apply functions of tables with the conflict rule `error`: the pair stops at the change.

@@ -28,7 +28,7 @@ begin
     return;
   end if;
   with ev as (
-    select (c ->> 's')::bigint as s, c ->> 'op' as op, c -> 'r' as r, c -> 'o' as o,
+    select (c ->> 's')::bigint as s, c ->> 'op' as op, c -> 'r' as r, c -> 'o' as o, (c ->> 'resolved')::boolean as resolved,
            {% if conflict_column %}case when c ->> 'op' = 'D' then (c ->> 'ts')::timestamptz
                 else coalesce((c -> 'r' ->> {{ conflict_column | ql }})::timestamptz, (c ->> 'ts')::timestamptz) end{% else %}(c ->> 'ts')::timestamptz{% endif %} as ts,
            case when c ->> 'op' = 'D' then c -> 'o' else c -> 'r' end - {{ non_key_columns | ql }}::text[] as k
@@ -37,13 +37,14 @@ begin
     -- Per key: what the origin started from (first change) and where it ended (last change).
     select ev.k, (array_agg(ev.op order by ev.s))[1] as first_op, (array_agg(ev.o order by ev.s))[1] as first_o,
            (array_agg(ev.op order by ev.s desc))[1] = 'D' as del, (array_agg(ev.r order by ev.s desc))[1] as img,
-           (array_agg(ev.ts order by ev.s desc))[1] as ts
+           (array_agg(ev.ts order by ev.s desc))[1] as ts, bool_or(ev.resolved) as resolved
       from ev group by ev.k
   ), here as (
     select b.*, (select {{ image("t") }} from {{ table }} as t where ({{ keys("t") }}) = ({{ typed_key("b") }})) as cur
       from batch as b
   ), judged as (
     select h.*, case
+        when h.resolved then null
         when h.first_op = 'I' then case when h.cur is not null and h.cur is distinct from h.img then 'insert_exists' end
         when h.cur is null then case when h.first_op = 'U' then 'update_missing' else 'delete_missing' end
         when h.cur is distinct from h.first_o and h.cur is distinct from h.img then
@@ -81,12 +82,20 @@ begin
     select {{ name | ql }}, d.k, d.conflict, p_origin, d.cur, case when d.del then null else d.img end, {{ conflict | ql }},
            case when d.wins then p_origin else {{ node | ql }} end
       from decided as d where d.conflict is not null
-{% if conflict == "origin-wins" %}
+{% if conflict == "origin-wins" or conflict == "target-wins" %}
   ), superseded as (
-    -- This node's own pending changes of keys the origin won would overwrite the winner there.
+    -- This node's own pending changes of a conflicting key are superseded by the resolution: sent
+    -- as they are, they would start the conflict over on the origin.
     delete from repctl.queue as q using decided as d
-     where d.conflict is not null and q.peer = p_origin and q.tbl = {{ name | ql }}
-       and coalesce(q.r, q.o) - {{ non_key_columns | ql }}::text[] = d.k
+     where d.conflict is not null and d.conflict <> 'delete_missing' and q.peer = p_origin
+       and q.tbl = {{ name | ql }} and coalesce(q.r, q.o) - {{ non_key_columns | ql }}::text[] = d.k
+{% endif %}
+{% if conflict == "target-wins" %}
+  ), resent as (
+    -- This node kept its row: send it back, as a resolution the origin applies without a check.
+    insert into repctl.queue (peer, tbl, op, r, o, resolved)
+    select p_origin, {{ name | ql }}, case when d.cur is null then 'D' else 'U' end, d.cur, coalesce(d.cur, d.k), true
+      from decided as d where d.conflict is not null and d.conflict <> 'delete_missing' and not d.wins
 {% endif %}
 {% if versioned %}
   ), versions as (
