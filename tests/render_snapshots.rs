@@ -163,3 +163,21 @@ fn remove_table() {
     let sql = render_remove("remote", &logical_name(&name), &name, false).unwrap();
     insta::assert_snapshot!("remove_table_dropped", sql);
 }
+
+#[test]
+fn add_table_every_conflict_rule() {
+    let t = seed_table("local", "loc_test");
+    for (rule, column, priority) in [
+        (ConflictRule::TargetWins, None, vec![]),
+        (ConflictRule::LastWriteWins, Some("mod_time"), vec![]),
+        (ConflictRule::NodePriority, None, vec!["remote".to_string(), "local".to_string()]),
+        (ConflictRule::Error, None, vec![]),
+    ] {
+        let mut req = request(Mode::Async, None);
+        req.conflict = rule;
+        req.conflict_column = column.map(str::to_string);
+        req.node_priority = priority;
+        let sql = render_add("local", &logical_name(&req.name), &t, &t.columns, &req).unwrap();
+        insta::assert_snapshot!(format!("add_table_conflict_{}", rule.as_str()), sql);
+    }
+}
