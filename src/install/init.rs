@@ -10,6 +10,9 @@ use crate::config::{Config, Node};
 use crate::db;
 use crate::render::{self, names};
 
+/// How long a synchronous commit waits for a peer before keeping the changes queued.
+pub const FLUSH_TIMEOUT: &str = "10 seconds";
+
 /// What init needs to know about a node before rendering.
 #[derive(Debug, Clone, Default)]
 pub struct NodeFacts {
@@ -85,6 +88,7 @@ pub fn render_init(config: &Config, node: &Node, facts: &NodeFacts, mask: bool) 
             dblink_installed => facts.dblink_schema.is_some(),
             dblink_schema => facts.dblink_schema.clone().unwrap_or_else(|| "repctl".into()),
             peer_role => node.peer.get("user"),
+            flush_timeout => FLUSH_TIMEOUT,
             peers,
         },
     )?;

@@ -196,14 +196,16 @@ pub fn add_scripts(
                 &[&logical],
             )?
             .get(0);
-        if already && !replace {
-            bail!(
-                "node {node}: table {logical} is already replicated; change its settings with `repctl alter-table`, \
-                 or run `repctl remove-table {logical}` first"
-            );
-        }
         let table = catalog::inspect(client, node, local)?;
         let table = select_columns(table, req.columns.as_deref(), node)?;
+        // An add-table cut off between nodes' commits is finished by running it again; anything
+        // else already replicated is a mistake.
+        if already && !replace && !same_settings(client, &logical, &table, req)? {
+            bail!(
+                "node {node}: table {logical} is already replicated with other settings; change them with \
+                 `repctl alter-table`, or run `repctl remove-table {logical}` first"
+            );
+        }
         if let Some(c) = &req.conflict_column
             && !table.columns.iter().any(|x| &x.name == c)
         {
@@ -240,6 +242,36 @@ pub fn add_scripts(
             })
         })
         .collect()
+}
+
+/// Whether a node's catalog already holds exactly this request for the table.
+fn same_settings(
+    client: &mut Client,
+    logical: &str,
+    table: &Table,
+    req: &AddTable,
+) -> Result<bool> {
+    let row = client.query_one(
+        "select nsp::text, rel::text, columns, where_clause, mode, on_peer_failure, conflict, conflict_column,
+                coalesce(node_priority, '{}')
+           from repctl.tables where name = $1",
+        &[&logical],
+    )?;
+    let mut stored: Vec<String> = row.get(2);
+    let mut wanted: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
+    stored.sort();
+    wanted.sort();
+    Ok(TableName {
+        schema: row.get(0),
+        table: row.get(1),
+    } == table.name
+        && stored == wanted
+        && row.get::<_, Option<String>>(3) == req.where_clause
+        && row.get::<_, String>(4) == req.mode.as_str()
+        && row.get::<_, String>(5) == req.on_peer_failure.as_str()
+        && row.get::<_, String>(6) == req.conflict.as_str()
+        && row.get::<_, Option<String>>(7) == req.conflict_column
+        && row.get::<_, Vec<String>>(8) == req.node_priority)
 }
 
 fn check_conflict_settings(clients: &[(String, Client)], req: &AddTable) -> Result<()> {

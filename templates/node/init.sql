@@ -173,6 +173,19 @@ begin
 end
 $fn$;
 
+-- init proves each peer is reachable through its foreign server and user mapping before committing.
+create or replace function repctl.check_peer(p_server name, p_peer text) returns void
+language plpgsql set search_path = pg_catalog, pg_temp as $fn$
+begin
+  perform {{ dblink_schema | qi }}.dblink_connect('repctl_check', p_server);
+  perform {{ dblink_schema | qi }}.dblink_disconnect('repctl_check');
+exception when others then
+  raise exception 'repctl: node % cannot reach peer % through foreign server %: %',
+    (select value from repctl.meta where key = 'node'), p_peer, p_server, sqlerrm
+    using hint = 'check that peer''s peer_dsn (host, port, dbname, user) and password, and its pg_hba.conf';
+end
+$fn$;
+
 -- Called by every capture trigger in synchronous mode: asks for one flush at commit per transaction.
 create or replace function repctl.arm_flush() returns void
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $fn$
@@ -196,6 +209,7 @@ declare
   v_seqs bigint[];
   v_strict boolean;
   v_conn text;
+  v_deadline timestamptz;
 begin
   delete from repctl.flush_request where xid = v_me;
   -- SERIALIZABLE commits can still fail after this point; their changes wait for a drain instead.
@@ -223,8 +237,19 @@ begin
         -- forever; after this the later one gives up and its changes stay queued.
         perform {{ dblink_schema | qi }}.dblink_exec(v_conn, 'set lock_timeout = ''2s''');
       end if;
-      perform from {{ dblink_schema | qi }}.dblink(v_conn,
-        format('select repctl.apply(%L, %L::jsonb)', v_origin, v_payload)) as applied(n integer);
+      -- Sent asynchronously and awaited with a deadline: a peer that stops answering (frozen,
+      -- network gone) must not hang the writer's commit. dblink itself would wait forever.
+      perform {{ dblink_schema | qi }}.dblink_send_query(v_conn, format('select repctl.apply(%L, %L::jsonb)', v_origin, v_payload));
+      v_deadline := clock_timestamp() + {{ flush_timeout | ql }}::interval;
+      while {{ dblink_schema | qi }}.dblink_is_busy(v_conn) = 1 loop
+        if clock_timestamp() > v_deadline then
+          raise exception 'no answer within %', {{ flush_timeout | ql }};
+        end if;
+        perform pg_sleep(0.0002);
+      end loop;
+      perform from {{ dblink_schema | qi }}.dblink_get_result(v_conn) as applied(n integer);
+      -- The empty result that frees the connection for the next query.
+      perform from {{ dblink_schema | qi }}.dblink_get_result(v_conn) as done(n integer);
       delete from repctl.queue where peer = v_peer.name and seq = any (v_seqs);
     exception when others then
       if coalesce(v_conn = any ({{ dblink_schema | qi }}.dblink_get_connections()), false) then
@@ -302,4 +327,5 @@ on conflict (name) do update set server = excluded.server where peer.server is d
 insert into repctl.delivery (peer) values ({{ peer.name | ql }}) on conflict do nothing;
 select repctl.ensure_server({{ peer.server | ql }}, {{ peer.server_options | ql }}::jsonb);
 select repctl.ensure_user_mapping({{ peer.server | ql }}, {{ peer.user_mapping | ql }}::jsonb);
+select repctl.check_peer({{ peer.server | ql }}, {{ peer.name | ql }});
 {% endfor %}
