@@ -200,7 +200,7 @@ $fn$;
 -- Runs at commit (deferred constraint trigger): ships this transaction's changes to each peer in one
 -- round trip, unless older changes wait for that peer; a peer that fails keeps them queued.
 create or replace function repctl.flush() returns trigger
-language plpgsql security definer set search_path = pg_catalog, pg_temp as $fn$
+language plpgsql security definer set search_path = pg_catalog, pg_temp set jit = off as $fn$
 declare
   v_me xid8 := pg_current_xact_id();
   v_origin text := (select value from repctl.meta where key = 'node');
@@ -281,7 +281,7 @@ $do$;
 -- order; consecutive changes of one table go to that table's apply function in one set-based step.
 create or replace function repctl.apply(p_origin text, p_changes jsonb, p_batch bigint[] default null)
 returns integer
-language plpgsql security definer set search_path = pg_catalog, pg_temp as $fn$
+language plpgsql security definer set search_path = pg_catalog, pg_temp set jit = off as $fn$
 declare
   v_segment record;
   v_fn name;
@@ -290,12 +290,13 @@ begin
   -- Marks this transaction as replication so the capture triggers do not send the changes back.
   perform set_config('repctl.applying', 'on', true);
   for v_segment in
-    select s.tbl, s.trunc, jsonb_agg(s.c order by s.ord) as changes
-      from (select c, ord, c ->> 't' as tbl, (c ->> 'op') = 'T' as trunc,
-                   ord - row_number() over (partition by c ->> 't', (c ->> 'op') = 'T' order by ord) as grp
-              from jsonb_array_elements(p_changes) with ordinality as e(c, ord)) s
-     group by s.tbl, s.trunc, s.grp
-     order by min(s.ord)
+    select s.tbl, s.trunc, s.lo, s.hi, s.lo = 1 and s.hi = jsonb_array_length(p_changes) as whole
+      from (select min(c ->> 't') as tbl, bool_or((c ->> 'op') = 'T') as trunc, min(ord) as lo, max(ord) as hi
+              from (select c, ord,
+                           ord - row_number() over (partition by c ->> 't', (c ->> 'op') = 'T' order by ord) as grp
+                      from jsonb_array_elements(p_changes) with ordinality as e(c, ord)) g
+             group by c ->> 't', (c ->> 'op') = 'T', grp) s
+     order by s.lo
   loop
     select apply_fn into v_fn from repctl.tables where name = v_segment.tbl;
     if v_fn is null then
@@ -303,8 +304,14 @@ begin
         (select value from repctl.meta where key = 'node')
         using hint = 'run repctl add-table for it, or repctl remove-table on every node';
     end if;
-    execute format('select repctl.%I($1, $2, $3)', v_fn) using v_segment.changes, v_segment.trunc, p_origin;
-    v_count := v_count + jsonb_array_length(v_segment.changes);
+    -- Consecutive changes of one table go to its apply function together; a batch of one table
+    -- (the common case) is passed on as it came.
+    execute format('select repctl.%I($1, $2, $3)', v_fn)
+      using case when v_segment.whole then p_changes
+                 else (select jsonb_agg(c order by ord) from jsonb_array_elements(p_changes) with ordinality as e(c, ord)
+                        where ord between v_segment.lo and v_segment.hi) end,
+            v_segment.trunc, p_origin;
+    v_count := v_count + (v_segment.hi - v_segment.lo + 1);
   end loop;
   if p_batch is not null then
     insert into repctl.applied as a (origin, seqs, at) values (p_origin, p_batch, now())

@@ -17,6 +17,8 @@ create or replace function repctl.{{ apply_fn | qi }}(p_changes jsonb, p_truncat
 language plpgsql
 set search_path = pg_catalog, pg_temp
 {% include "table/text_settings.sql" %}
+-- Transition tables have no statistics; the planner's guesses must not buy a JIT compile per statement.
+set jit = off
 as $fn$
 begin
   if p_truncate then
@@ -34,12 +36,15 @@ begin
            case when c ->> 'op' = 'D' then c -> 'o' else c -> 'r' end - {{ non_key_columns | ql }}::text[] as k
       from jsonb_array_elements(p_changes) as c
   ), batch as (
-    -- Per key: what the origin started from (first change) and where it ended (last change).
-    select ev.k, (array_agg(ev.op order by ev.s))[1] as first_op, (array_agg(ev.o order by ev.s))[1] as first_o,
-           (array_agg(ev.op order by ev.s desc))[1] = 'D' as del, (array_agg(ev.r order by ev.s desc))[1] as img,
-           (array_agg(ev.ts order by ev.s desc))[1] as ts, bool_or(ev.resolved) as resolved
-      from ev group by ev.k
-  ), here as (
+    -- Per key: what the origin started from (first change) and where it ended (last change), in
+    -- one sort of the batch.
+    select w.k, w.first_op, w.first_o, w.op = 'D' as del, w.r as img, w.ts, w.any_resolved as resolved
+      from (select ev.*, first_value(ev.op) over k as first_op, first_value(ev.o) over k as first_o,
+                   bool_or(ev.resolved) over k as any_resolved, row_number() over k as pos, count(*) over k as n
+              from ev window k as (partition by ev.k order by ev.s rows between unbounded preceding and unbounded following)) as w
+     where w.pos = w.n
+  ), here as materialized (
+    -- Materialized: the judgement below reads cur several times, one index probe per key is enough.
     select b.*, (select {{ image("t") }} from {{ table }} as t where ({{ keys("t") }}) = ({{ typed_key("b") }})) as cur
       from batch as b
   ), judged as (

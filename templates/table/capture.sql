@@ -28,6 +28,8 @@ create or replace function repctl.{{ capture_fn | qi }}() returns trigger
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 {% include "table/text_settings.sql" %}
+-- Transition tables have no statistics; the planner's guesses must not buy a JIT compile per statement.
+set jit = off
 as $fn$
 begin
   -- Changes applied from a peer are not sent on (no loops, for any number of nodes).
