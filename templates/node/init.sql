@@ -101,53 +101,62 @@ create unlogged table if not exists repctl.flush_request (
   xid xid8 primary key
 );
 
+-- The ALTER ... OPTIONS list that turns options `p_current` into `p_wanted` (null: nothing to do).
+create or replace function repctl.option_changes(p_current jsonb, p_wanted jsonb) returns text
+language sql immutable set search_path = pg_catalog as $fn$
+  select string_agg(change, ', ' order by key) from (
+    select key, format('%s %I %L', case when p_current ? key then 'set' else 'add' end, key, value) as change
+      from jsonb_each_text(p_wanted) where p_current ->> key is distinct from value
+    union all
+    select key, format('drop %I', key) from jsonb_each_text(p_current) where not p_wanted ? key
+  ) c
+$fn$;
+
+-- The CREATE ... OPTIONS list for options `p_wanted`.
+create or replace function repctl.option_list(p_wanted jsonb) returns text
+language sql immutable set search_path = pg_catalog as $fn$
+  select string_agg(format('%I %L', key, value), ', ' order by key) from jsonb_each_text(p_wanted)
+$fn$;
+
+-- Options stored as {key=value,...} (srvoptions, umoptions) as a jsonb object.
+create or replace function repctl.options_json(p_options text[]) returns jsonb
+language sql immutable set search_path = pg_catalog as $fn$
+  select coalesce(jsonb_object_agg(split_part(o, '=', 1), substr(o, strpos(o, '=') + 1)), '{}')
+    from unnest(p_options) o
+$fn$;
+
+-- Creates the foreign server, or changes only the options that differ (a second init changes nothing).
 create or replace function repctl.ensure_server(p_name name, p_options jsonb) returns void
 language plpgsql set search_path = pg_catalog, pg_temp as $fn$
 declare
-  v_current jsonb;
   v_changes text;
 begin
   if not exists (select from pg_foreign_server where srvname = p_name) then
     execute format('create server %I foreign data wrapper dblink_fdw options (%s)', p_name,
-      (select string_agg(format('%I %L', key, value), ', ' order by key) from jsonb_each_text(p_options)));
+      repctl.option_list(p_options));
     return;
   end if;
-  select coalesce(jsonb_object_agg(split_part(o, '=', 1), substr(o, strpos(o, '=') + 1)), '{}')
-    into v_current
-    from pg_foreign_server s, unnest(s.srvoptions) o where s.srvname = p_name;
-  select string_agg(change, ', ' order by key) into v_changes from (
-    select key, format('%s %I %L', case when v_current ? key then 'set' else 'add' end, key, value) as change
-      from jsonb_each_text(p_options) where v_current ->> key is distinct from value
-    union all
-    select key, format('drop %I', key) from jsonb_each_text(v_current) where not p_options ? key
-  ) c;
+  select repctl.option_changes(repctl.options_json(srvoptions), p_options) into v_changes
+    from pg_foreign_server where srvname = p_name;
   if v_changes is not null then
     execute format('alter server %I options (%s)', p_name, v_changes);
   end if;
 end
 $fn$;
 
+-- The same for the user mapping of the role running init.
 create or replace function repctl.ensure_user_mapping(p_server name, p_options jsonb) returns void
 language plpgsql set search_path = pg_catalog, pg_temp as $fn$
 declare
-  v_current jsonb;
   v_changes text;
 begin
-  select coalesce((select jsonb_object_agg(split_part(o, '=', 1), substr(o, strpos(o, '=') + 1))
-                     from unnest(um.umoptions) o), '{}')
-    into v_current
-    from pg_user_mappings um where um.srvname = p_server and um.usename = current_user;
-  if not found then
+  if not exists (select from pg_user_mappings where srvname = p_server and usename = current_user) then
     execute format('create user mapping for current_user server %I options (%s)', p_server,
-      (select string_agg(format('%I %L', key, value), ', ' order by key) from jsonb_each_text(p_options)));
+      repctl.option_list(p_options));
     return;
   end if;
-  select string_agg(change, ', ' order by key) into v_changes from (
-    select key, format('%s %I %L', case when v_current ? key then 'set' else 'add' end, key, value) as change
-      from jsonb_each_text(p_options) where v_current ->> key is distinct from value
-    union all
-    select key, format('drop %I', key) from jsonb_each_text(v_current) where not p_options ? key
-  ) c;
+  select repctl.option_changes(repctl.options_json(umoptions), p_options) into v_changes
+    from pg_user_mappings where srvname = p_server and usename = current_user;
   if v_changes is not null then
     execute format('alter user mapping for current_user server %I options (%s)', p_server, v_changes);
   end if;
