@@ -241,3 +241,40 @@ fn url_dsns_work() {
     s.node("local").exec(&seed_insert("public.t", 1, 100));
     s.assert_converged(&[("local", "public.t"), ("remote", "public.t")]);
 }
+
+#[test]
+fn status_reports_nodes_tables_and_missing_objects() {
+    let s = seed_setup(Layout::TwoClusters);
+    s.repctl_ok(&["init"], 0);
+    s.repctl_ok(
+        &[
+            "add-table",
+            "local.loc_test",
+            "--map",
+            "remote=remote.rmt_test",
+        ],
+        0,
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&s.repctl_ok(&["status", "--json"], 0)).unwrap();
+    assert_eq!(status["complete"], true);
+    for n in status["nodes"].as_array().unwrap() {
+        assert_eq!(n["reachable"], true);
+        assert!(n["server_version"].as_str().unwrap().starts_with("15"));
+        assert_eq!(n["repctl_version"], env!("CARGO_PKG_VERSION"));
+    }
+    assert_eq!(status["tables"][0]["nodes"]["remote"], "remote.rmt_test");
+    assert_eq!(status["tables"][0]["nodes"]["local"], "local.loc_test");
+    s.node("remote")
+        .exec("drop trigger repctl_capture_delete on remote.rmt_test");
+    let status: serde_json::Value =
+        serde_json::from_str(&s.repctl_ok(&["status", "--json"], 1)).unwrap();
+    assert_eq!(status["complete"], false);
+    assert_eq!(
+        status["tables"][0]["missing"]["remote"][0],
+        "trigger repctl_capture_delete"
+    );
+    // Re-rendering the table repairs it.
+    s.repctl_ok(&["alter-table", "local.loc_test"], 0);
+    s.repctl_ok(&["status"], 0);
+}

@@ -242,8 +242,18 @@ impl Setup {
 
     /// Rewrites repctl.toml; `logins` gives a node's peer_dsn user and password.
     pub fn write_config(&mut self, logins: &[(&str, &str, &str)]) {
+        let all: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        self.write_config_for(&all.iter().map(String::as_str).collect::<Vec<_>>(), logins);
+    }
+
+    /// Rewrites repctl.toml naming only some of the nodes (a node joins later).
+    pub fn write_config_for(&mut self, names: &[&str], logins: &[(&str, &str, &str)]) {
         let mut text = String::new();
-        for n in &self.nodes {
+        for n in self
+            .nodes
+            .iter()
+            .filter(|n| names.contains(&n.name.as_str()))
+        {
             let dsn = n.with_cluster(|c| c.dsn(&n.db, "postgres"));
             text.push_str(&format!("[nodes.{}]\ndsn = {dsn:?}\n", n.name));
             if let Some((_, user, _)) = logins.iter().find(|(node, _, _)| *node == n.name) {
