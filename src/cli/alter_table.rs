@@ -1,9 +1,10 @@
 use anyhow::{Context, Result};
 
+use super::output::install_or_print;
 use crate::catalog::TableName;
 use crate::config::Config;
+use crate::install::init;
 use crate::install::table::{self, ConflictRule, Mode, OnPeerFailure};
-use crate::install::{self, init};
 
 /// Change a replicated table's settings on every node (re-renders its triggers and functions); also adds it on nodes new to the config.
 #[derive(Debug, clap::Args)]
@@ -63,16 +64,12 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         req.node_priority = p;
     }
     let scripts = table::add_scripts(&mut clients, &req, true)?;
-    if args.dry_run {
-        install::print_scripts(&scripts);
-        return Ok(super::EXIT_OK);
-    }
-    install::run_scripts(&mut clients, &scripts)?;
-    for s in &scripts {
-        println!(
-            "node {}: {name} now {:?}, on peer failure {:?}",
-            s.node, req.mode, req.on_peer_failure
-        );
-    }
-    Ok(super::EXIT_OK)
+    install_or_print(&mut clients, &scripts, args.dry_run, |_| {
+        format!(
+            "{name} now {:?}, on peer failure {:?}, conflicts {}",
+            req.mode,
+            req.on_peer_failure,
+            req.conflict.as_str()
+        )
+    })
 }

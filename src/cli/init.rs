@@ -1,7 +1,8 @@
 use anyhow::Result;
 
+use super::output::install_or_print;
 use crate::config::Config;
-use crate::install::{self, init};
+use crate::install::init;
 
 /// Install repctl on every node: schema, queue, apply path, a foreign server and user mapping per peer.
 #[derive(Debug, clap::Args)]
@@ -21,17 +22,8 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
             init::render_init(config, node, &init::node_facts(node, client)?, args.dry_run)
         })
         .collect::<Result<Vec<_>>>()?;
-    if args.dry_run {
-        install::print_scripts(&scripts);
-        return Ok(super::EXIT_OK);
-    }
-    install::run_scripts(&mut clients, &scripts)?;
-    for node in &config.nodes {
-        println!(
-            "node {}: initialized ({} peer(s))",
-            node.name,
-            config.nodes.len() - 1
-        );
-    }
-    Ok(super::EXIT_OK)
+    let peers = config.nodes.len() - 1;
+    install_or_print(&mut clients, &scripts, args.dry_run, |_| {
+        format!("initialized ({peers} peer(s))")
+    })
 }

@@ -41,6 +41,25 @@ pub fn connect_reachable(config: &Config) -> Reachable {
     (clients, errors)
 }
 
+/// A dry run prints the scripts; otherwise they run (all nodes or none) and each node that ran
+/// one gets a line saying what it now does.
+pub fn install_or_print(
+    clients: &mut [(String, Client)],
+    scripts: &[crate::install::Script],
+    dry_run: bool,
+    done: impl Fn(&str) -> String,
+) -> anyhow::Result<u8> {
+    if dry_run {
+        crate::install::print_scripts(scripts);
+    } else {
+        crate::install::run_scripts(clients, scripts)?;
+        for s in scripts {
+            println!("node {}: {}", s.node, done(&s.node));
+        }
+    }
+    Ok(super::EXIT_OK)
+}
+
 pub fn or_dash<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
 }

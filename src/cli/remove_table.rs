@@ -1,8 +1,9 @@
 use anyhow::Result;
 
+use super::output::install_or_print;
 use crate::catalog::TableName;
 use crate::config::Config;
-use crate::install::{self, init, table};
+use crate::install::{init, table};
 
 /// Stop replicating a table: removes its triggers, functions and catalog entry on every node.
 #[derive(Debug, clap::Args)]
@@ -21,13 +22,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     let name = TableName::parse(&args.table)?;
     let mut clients = init::connect_all(config)?;
     let scripts = table::remove_scripts(&mut clients, &name, args.force)?;
-    if args.dry_run {
-        install::print_scripts(&scripts);
-        return Ok(super::EXIT_OK);
-    }
-    install::run_scripts(&mut clients, &scripts)?;
-    for s in &scripts {
-        println!("node {}: stopped replicating {name}", s.node);
-    }
-    Ok(super::EXIT_OK)
+    install_or_print(&mut clients, &scripts, args.dry_run, |_| {
+        format!("stopped replicating {name}")
+    })
 }
