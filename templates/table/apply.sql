@@ -127,6 +127,12 @@ begin
   on conflict ({{ keys("") }}) do nothing
 {% endif %}
   ;
+{% if conflict == "target-wins" %}
+  -- Wakes `repctl run` here to send the kept rows back.
+  if exists (select from repctl.queue where peer = p_origin and resolved and xid = pg_current_xact_id()) then
+    perform pg_notify('repctl', p_origin);
+  end if;
+{% endif %}
 end
 $fn$;
 revoke all on function repctl.{{ apply_fn | qi }}(jsonb, boolean, text) from public;
