@@ -2,10 +2,11 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 
+use super::bar::Bar;
 use crate::catalog::TableName;
 use crate::config::Config;
 use crate::install::table::{self, AddTable, ConflictRule, Mode, OnPeerFailure};
-use crate::install::{self, init};
+use crate::install::{self, copy, init};
 
 /// Replicate a table between all nodes: reads its primary key, installs capture triggers and the apply function.
 #[derive(Debug, clap::Args)]
@@ -36,6 +37,12 @@ pub struct Args {
     /// With node-priority: nodes, highest priority first, comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
     node_priority: Vec<String>,
+    /// The table already holds rows on NODE: copy them to the other nodes (writers may go on).
+    #[arg(long, value_name = "NODE")]
+    copy_from: Option<String>,
+    /// With --copy-from: discard the rows the other nodes' tables hold instead of refusing.
+    #[arg(long, requires = "copy_from")]
+    truncate_peers: bool,
     /// Print the SQL each node would run and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -63,6 +70,39 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         node_priority: args.node_priority,
     };
     let mut clients = init::connect_all(config)?;
+    if let Some(source) = &args.copy_from {
+        config.node(source)?;
+        if !args.dry_run {
+            let c = copy::add_with_copy(
+                &mut clients,
+                &req,
+                source,
+                args.truncate_peers,
+                &mut Bar::default(),
+            )?;
+            println!(
+                "copied {} row(s) of {} from node {source} in {:.1} s; then delivered {} queued change(s) \
+                 ({} made during the copy were already in it)",
+                c.rows, req.name, c.seconds, c.delivered_after, c.already_copied
+            );
+            for why in &c.left {
+                println!("left queued: {why}");
+            }
+            for node in &config.nodes {
+                println!(
+                    "node {}: replicating {} as {}",
+                    node.name,
+                    req.local_name(&node.name),
+                    req.name
+                );
+            }
+            return Ok(super::EXIT_OK);
+        }
+        println!(
+            "-- --copy-from {source}: installed in async mode first, rows copied, then switched to {:?}",
+            req.mode
+        );
+    }
     let scripts = table::add_scripts(&mut clients, &req, false)?;
     if args.dry_run {
         install::print_scripts(&scripts);

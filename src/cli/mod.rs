@@ -10,6 +10,7 @@ mod init;
 mod lag;
 mod output;
 mod remove_table;
+mod repair;
 mod run;
 mod status;
 mod verify;
@@ -50,6 +51,7 @@ pub enum Command {
     AlterTable(alter_table::Args),
     RemoveTable(remove_table::Args),
     Verify(verify::Args),
+    Repair(repair::Args),
     Drain(drain::Args),
     Lag(lag::Args),
     Conflicts(conflicts::Args),
@@ -66,6 +68,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::AlterTable(args) => alter_table::run(&load()?, args),
         Command::RemoveTable(args) => remove_table::run(&load()?, args),
         Command::Verify(args) => verify::run(&load()?, args),
+        Command::Repair(args) => repair::run(&load()?, args),
         Command::Drain(args) => drain::run(&load()?, args),
         Command::Lag(args) => lag::run(&load()?, args),
         Command::Conflicts(args) => conflicts::run(&load()?, args),

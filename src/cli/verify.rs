@@ -1,16 +1,25 @@
 use anyhow::Result;
 use serde_json::json;
 
+use super::bar::Bar;
 use super::output::{connect_reachable, or_dash, print_json, table};
 use crate::catalog::TableName;
 use crate::config::Config;
 use crate::ops::verify;
+use crate::ops::verify_rows::{self, RowsReport};
 
-/// Compare replicated tables across nodes: row count and sum(hashtext(row::text)) over the replicated columns.
+/// Compare replicated tables across nodes: row count and sum(hashtext(row::text)) over the replicated
+/// columns; with --rows, the keys that differ.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Only this table (its replicated name, SCHEMA.TABLE).
     table: Option<String>,
+    /// When checksums differ, find the differing keys and what each node has there.
+    #[arg(long)]
+    rows: bool,
+    /// With --rows: list at most N differing keys per table (the search stops there).
+    #[arg(long, value_name = "N", requires = "rows")]
+    limit: Option<usize>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -25,6 +34,15 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         .transpose()?
         .map(|t| t.to_string());
     let (mut clients, _) = connect_reachable(config);
+    if args.rows {
+        let reports = verify_rows::verify_rows(
+            &mut clients,
+            only.as_deref(),
+            args.limit,
+            &mut Bar::default(),
+        )?;
+        return show_rows(&reports, args.json);
+    }
     let reports = verify::verify(&mut clients, only.as_deref())?;
     let equal = reports.iter().all(|r| r.equal);
     if args.json {
@@ -36,6 +54,10 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
                 let state = match (&n.error, r.equal) {
                     (Some(e), _) => e.clone(),
                     (None, true) => "equal".into(),
+                    (None, false) if r.pending > 0 => format!(
+                        "DIFFERS ({} change(s) queued: drain, or see verify --rows)",
+                        r.pending
+                    ),
                     (None, false) => "DIFFERS".into(),
                 };
                 t.add_row(vec![
@@ -53,9 +75,85 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
             println!("no replicated tables");
         }
     }
-    Ok(if equal {
+    Ok(exit(equal))
+}
+
+fn exit(equal: bool) -> u8 {
+    if equal {
         super::EXIT_OK
     } else {
         super::EXIT_DIFFERENT
-    })
+    }
+}
+
+fn show_rows(reports: &[RowsReport], as_json: bool) -> Result<u8> {
+    let equal = reports.iter().all(|r| r.equal);
+    if as_json {
+        print_json(&json!({ "equal": equal, "tables": reports }))?;
+        return Ok(exit(equal));
+    }
+    for r in reports {
+        let rows: Vec<String> = r.rows.iter().map(|(n, c)| format!("{n} {c}")).collect();
+        let verdict = match (&r.error, r.equal) {
+            (Some(e), _) => format!("ERROR: {e}"),
+            (None, true) => "equal".into(),
+            (None, false) => format!(
+                "{}{} differing key(s)",
+                r.differences.len(),
+                if r.truncated { "+" } else { "" }
+            ),
+        };
+        println!(
+            "{}: {verdict} (rows: {}; {:.2} s)",
+            r.table,
+            rows.join(", "),
+            r.seconds
+        );
+        if !r.differences.is_empty() {
+            let nodes: Vec<&str> = r.rows.keys().map(String::as_str).collect();
+            let mut header = vec!["key"];
+            header.extend(&nodes);
+            let mut t = table(&header);
+            for d in &r.differences {
+                let mut row = vec![d.key.to_string()];
+                row.extend(nodes.iter().map(|n| {
+                    d.nodes
+                        .get(*n)
+                        .map_or("-".into(), |s| s.as_str().to_string())
+                }));
+                t.add_row(row);
+            }
+            println!("{t}");
+            println!(
+                "states are relative to node {}; `repctl repair --from NODE {}` makes the others match NODE",
+                r.reference, r.table
+            );
+        }
+        if r.truncated {
+            println!("stopped at --limit; more keys may differ");
+        }
+        if r.pending_count > 0 {
+            println!(
+                "{} key(s) not compared: a change to them is queued or was being written (run `repctl drain` and verify again){}",
+                r.pending_count,
+                if r.pending.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", e.g. {}",
+                        r.pending
+                            .iter()
+                            .take(5)
+                            .map(|k| k.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )
+                }
+            );
+        }
+    }
+    if reports.is_empty() {
+        println!("no replicated tables");
+    }
+    Ok(exit(equal))
 }

@@ -1,6 +1,7 @@
 //! Installing what repctl renders: one transaction per node, all committed only after every node's
 //! script ran, so a failure on any node leaves every node as it was.
 
+pub mod copy;
 pub mod init;
 pub mod table;
 

@@ -89,6 +89,7 @@ impl OnPeerFailure {
 }
 
 /// What add-table was asked for.
+#[derive(Clone)]
 pub struct AddTable {
     pub name: TableName,
     /// Node name to the local table replicated under `name`.

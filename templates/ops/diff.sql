@@ -6,7 +6,7 @@
 {%- macro keycols(a) -%}
 {% for k in key %}{{ a | qi }}.{{ k.name | qi }}{% if not loop.last %}, {% endif %}{% endfor %}
 {%- endmacro -%}
-{%- macro key(a) -%}
+{%- macro keyrow(a) -%}
 ({{ keycols(a) }})
 {%- endmacro -%}
 {#- A key from bind parameter $n. -#}
@@ -24,7 +24,7 @@ jsonb_build_object({% for k in key %}{{ k.name | ql }}, {{ a | qi }}.{{ k.name |
 hashtext(row({% for c in columns %}{{ a | qi }}.{{ c | qi }}{% if not loop.last %}, {% endif %}{% endfor %})::text)
 {%- endmacro -%}
 {%- macro range(a) -%}
-{% if lo %} and {{ key(a) }} >= {{ typed_param(lo) }}{% endif %}{% if hi %} and {{ key(a) }} < {{ typed_param(hi) }}{% endif %}{% if where %} and ({{ where }}){% endif %}
+{% if lo %} and {{ keyrow(a) }} >= {{ typed_param(lo) }}{% endif %}{% if hi %} and {{ keyrow(a) }} < {{ typed_param(hi) }}{% endif %}{% if where %} and ({{ where }}){% endif %}
 {%- endmacro -%}
 {%- macro filtered() -%}
 {% if where %} and ({{ where }}){% endif %}
@@ -50,8 +50,8 @@ select b.i::int8, a.n, a.h
  cross join lateral (
    select count(*)::int8 as n, coalesce(sum({{ hash("t") }}), 0)::int8 as h
      from only {{ table }} as t
-    where {{ key("t") }} >= ({% for k in key %}(b.r -> 0 ->> {{ k.name | ql }})::{{ k.type }}{% if not loop.last %}, {% endif %}{% endfor %})
-      and {{ key("t") }} < ({% for k in key %}(b.r -> 1 ->> {{ k.name | ql }})::{{ k.type }}{% if not loop.last %}, {% endif %}{% endfor %}){{ filtered() }}
+    where {{ keyrow("t") }} >= ({% for k in key %}(b.r -> 0 ->> {{ k.name | ql }})::{{ k.type }}{% if not loop.last %}, {% endif %}{% endfor %})
+      and {{ keyrow("t") }} < ({% for k in key %}(b.r -> 1 ->> {{ k.name | ql }})::{{ k.type }}{% if not loop.last %}, {% endif %}{% endfor %}){{ filtered() }}
  ) as a
  order by b.i
 {% elif query == "range_rows" %}
@@ -65,9 +65,19 @@ select c.k, l.h
   left join lateral (
     select {{ hash("t") }} as h
       from only {{ table }} as t
-     where {{ key("t") }} = {{ typed_col("c", "k", true) }}{{ filtered() }}
+     where {{ keyrow("t") }} = {{ typed_col("c", "k", true) }}{{ filtered() }}
   ) as l on true
  order by {{ typed_col("c", "k", true) }}
+{% elif query == "images" %}
+-- The row image (column name to text form, as capture makes them) of each key in $1 that has a row.
+select c.k, l.img
+  from unnest($1::text[]) as c(k)
+ cross join lateral (
+    select jsonb_object(array[{% for c in columns %}{{ c | ql }}{% if not loop.last %}, {% endif %}{% endfor %}]::text[],
+                        array[{% for c in columns %}t.{{ c | qi }}::text{% if not loop.last %}, {% endif %}{% endfor %}]::text[])::text as img
+      from only {{ table }} as t
+     where {{ keyrow("t") }} = {{ typed_col("c", "k", true) }}{{ filtered() }}
+  ) as l
 {% elif query == "queued" %}
 -- Keys in $2 with a change of table $1 queued here for any peer; '*' when a TRUNCATE is queued.
 select q.k::text

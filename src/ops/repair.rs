@@ -1,0 +1,342 @@
+//! `repctl repair --from NODE`: makes the other nodes match NODE for the rows that differ, and only
+//! those. The differences come from the row-level comparison batch by batch; each batch is one
+//! transaction per node with replication suppressed (the capture triggers skip what the apply path
+//! marks as `repctl.applying`), logged key by key.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use anyhow::{Context, Result};
+use minijinja::context;
+use serde::Serialize;
+use serde_json::{Map, Value as Json};
+
+use super::diff::side::{Side, TableOn};
+use super::diff::{self, Flow, KeyRows, Progress, Sink};
+use crate::db;
+use crate::render::{self, names, safe};
+
+/// What repair did (or, in a dry run, would do) on one node.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    pub inserted: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    /// Rows that changed after they were compared (a replicated change won), or whose source row
+    /// went away meanwhile: left alone.
+    pub skipped: u64,
+}
+
+/// The repair of one table, as a sink of the comparison.
+pub struct Repair<'o> {
+    /// Index of the source among the comparison's sides.
+    pub source: usize,
+    pub dry_run: bool,
+    /// Log lines (and, in a dry run, the statements), as they happen.
+    pub out: &'o mut dyn FnMut(String),
+    /// Per node.
+    pub counts: BTreeMap<String, Counts>,
+    pub pending: u64,
+}
+
+/// One table's repair.
+#[derive(Debug, Serialize)]
+pub struct TableRepair {
+    pub table: String,
+    pub from: String,
+    /// Per other node.
+    pub nodes: BTreeMap<String, Counts>,
+    /// Keys left alone because a change to them was queued or being written.
+    pub pending: u64,
+}
+
+/// Repairs every table replicated on `source` (or the one named) on the other nodes.
+pub fn repair(
+    clients: &mut [(String, postgres::Client)],
+    source: &str,
+    only: Option<&str>,
+    dry_run: bool,
+    out: &mut dyn FnMut(String),
+    progress: &mut dyn Progress,
+) -> Result<Vec<TableRepair>> {
+    let s = clients
+        .iter()
+        .position(|(n, _)| n == source)
+        .with_context(|| format!("no node named {source:?} in the config"))?;
+    db::require_installed(&mut clients[s].1, source)?;
+    let mut tables: Vec<String> = clients[s]
+        .1
+        .query("select name from repctl.tables order by name", &[])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if let Some(name) = only {
+        if !tables.iter().any(|t| t == name) {
+            anyhow::bail!(
+                "node {source}: table {name} is not replicated there (see `repctl status`)"
+            );
+        }
+        tables.retain(|t| t == name);
+    }
+    let mut reports = Vec::new();
+    for logical in tables {
+        let mut sides = clients
+            .iter_mut()
+            .map(|(node, client)| Side::open(node, client, &logical))
+            .collect::<Result<Vec<_>>>()?;
+        let mut sink = Repair {
+            source: s,
+            dry_run,
+            out: &mut *out,
+            counts: BTreeMap::new(),
+            pending: 0,
+        };
+        diff::diff_table(&mut sides, &mut sink, progress)?;
+        let mut nodes = sink.counts;
+        for side in &sides {
+            if side.node != source {
+                nodes.entry(side.node.clone()).or_default();
+            }
+        }
+        reports.push(TableRepair {
+            table: logical,
+            from: source.to_string(),
+            nodes,
+            pending: sink.pending,
+        });
+    }
+    Ok(reports)
+}
+
+/// The statements of one batch for one node, each with the keys it should change.
+struct Planned {
+    kind: &'static str,
+    sql: String,
+    keys: Vec<String>,
+}
+
+/// Keys per repair transaction on a node.
+const BATCH: usize = 1000;
+
+impl Sink for Repair<'_> {
+    fn differ(&mut self, sides: &mut [Side<'_>], rows: Vec<KeyRows>) -> Result<Flow> {
+        for batch in rows.chunks(BATCH) {
+            self.batch(sides, batch)?;
+        }
+        Ok(Flow::Go)
+    }
+
+    fn pending(&mut self, keys: Vec<String>) {
+        self.pending += keys.len() as u64;
+    }
+}
+
+impl Repair<'_> {
+    /// One transaction per other node for these keys.
+    fn batch(&mut self, sides: &mut [Side<'_>], rows: &[KeyRows]) -> Result<()> {
+        let source = self.source;
+        let wanted: Vec<String> = rows
+            .iter()
+            .filter(|r| r.hashes[source].is_some())
+            .map(|r| r.key.clone())
+            .collect();
+        let images = sides[source].images(&wanted)?;
+        let source_node = sides[source].node.clone();
+        for (i, side) in sides.iter_mut().enumerate() {
+            if i == source {
+                continue;
+            }
+            let (planned, gone) = plan(side, &source_node, source, i, rows, &images)?;
+            let counts = self.counts.entry(side.node.clone()).or_default();
+            counts.skipped += gone.len() as u64;
+            for key in &gone {
+                (self.out)(format!(
+                    "node {}: {}: skipped {key}: the row left node {source_node} meanwhile",
+                    side.node, side.table.logical
+                ));
+            }
+            if planned.is_empty() {
+                continue;
+            }
+            if self.dry_run {
+                (self.out)(format!(
+                    "-- ===== node {} =====\nbegin;\n{}",
+                    side.node,
+                    begin(side, &source_node)?
+                ));
+                for p in &planned {
+                    (self.out)(p.sql.clone());
+                    count(counts, p.kind, p.keys.len() as u64);
+                }
+                (self.out)("commit;".into());
+                continue;
+            }
+            let changed = apply(side, &source_node, &planned)?;
+            for (p, done) in planned.iter().zip(changed) {
+                count(counts, p.kind, done.len() as u64);
+                for key in &p.keys {
+                    let line = if done.contains(key) {
+                        format!(
+                            "node {}: {}: {}d {key}",
+                            side.node, side.table.logical, p.kind
+                        )
+                    } else {
+                        counts.skipped += 1;
+                        format!(
+                            "node {}: {}: skipped {key}: it changed after it was compared",
+                            side.node, side.table.logical
+                        )
+                    };
+                    (self.out)(line);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn count(c: &mut Counts, kind: &str, n: u64) {
+    match kind {
+        "insert" => c.inserted += n,
+        "update" => c.updated += n,
+        _ => c.deleted += n,
+    }
+}
+
+/// Statements making side `target` match the source for these keys; also the keys whose source
+/// row disappeared since the comparison.
+fn plan(
+    target: &Side<'_>,
+    source_node: &str,
+    source: usize,
+    t: usize,
+    rows: &[KeyRows],
+    images: &HashMap<String, Map<String, Json>>,
+) -> Result<(Vec<Planned>, Vec<String>)> {
+    let mut deletes = Vec::new();
+    let mut updates = Vec::new();
+    let mut inserts = Vec::new();
+    let mut gone = Vec::new();
+    for r in rows {
+        let (have, here) = (r.hashes[source], r.hashes[t]);
+        if have == here {
+            continue;
+        }
+        let parsed: Map<String, Json> = serde_json::from_str(&r.key)?;
+        match (have, here) {
+            (None, Some(h)) => {
+                deletes.push((r.key.clone(), values(&target.table, &parsed, true), h))
+            }
+            (Some(_), here) => match images.get(&r.key) {
+                None => gone.push(r.key.clone()),
+                Some(img) => {
+                    let v = values(&target.table, img, false);
+                    match here {
+                        None => inserts.push((r.key.clone(), v, 0)),
+                        Some(h) => updates.push((r.key.clone(), v, h)),
+                    }
+                }
+            },
+            (None, None) => {}
+        }
+    }
+    let mut planned = Vec::new();
+    let table = &target.table;
+    let update_columns: Vec<String> = table
+        .columns
+        .iter()
+        .filter(|c| !table.key.iter().any(|k| k.name == c.name))
+        .map(|c| c.name.clone())
+        .collect();
+    for (kind, batch) in [
+        ("delete", deletes),
+        ("update", updates),
+        ("insert", inserts),
+    ] {
+        if batch.is_empty() || (kind == "update" && update_columns.is_empty()) {
+            continue;
+        }
+        let keys = batch.iter().map(|(k, _, _)| k.clone()).collect();
+        let rows: Vec<_> = batch
+            .into_iter()
+            .map(|(_, values, hash)| context! { values, hash })
+            .collect();
+        let sql = render::render(
+            "ops/repair.sql",
+            &context! {
+                query => kind,
+                table => safe(table.name.sql()),
+                key => column_values(&table.key),
+                columns => column_values(&table.columns),
+                update_columns => update_columns.clone(),
+                overriding => table.columns.iter().any(|c| c.identity_always),
+                hash_alias => names::free_alias("repctl_hash", &table.column_names()),
+                rows,
+            },
+        )
+        .with_context(|| {
+            format!(
+                "node {source_node}: rendering a repair of {}",
+                table.logical
+            )
+        })?;
+        planned.push(Planned { kind, sql, keys });
+    }
+    Ok((planned, gone))
+}
+
+fn column_values(columns: &[crate::catalog::Column]) -> Vec<minijinja::Value> {
+    columns
+        .iter()
+        .map(|c| context! { name => c.name.clone(), type => safe(c.type_sql.clone()) })
+        .collect()
+}
+
+/// A row's values (or only its key's) in the target's column order, each with its type there.
+fn values(table: &TableOn, image: &Map<String, Json>, key_only: bool) -> Vec<minijinja::Value> {
+    let columns = if key_only { &table.key } else { &table.columns };
+    columns
+        .iter()
+        .map(|c| {
+            let value = image
+                .get(&c.name)
+                .and_then(Json::as_str)
+                .map(str::to_string);
+            context! { value, type => safe(c.type_sql.clone()) }
+        })
+        .collect()
+}
+
+fn begin(side: &Side<'_>, source_node: &str) -> Result<String> {
+    render::render(
+        "ops/repair.sql",
+        &context! {
+            query => "begin",
+            node => side.node.clone(),
+            name => side.table.logical.clone(),
+            source => source_node,
+            text_settings => db::TEXT_SETTINGS.to_vec(),
+        },
+    )
+}
+
+/// Runs one node's batch in one transaction; returns, per statement, the keys it changed.
+fn apply(
+    side: &mut Side<'_>,
+    source_node: &str,
+    planned: &[Planned],
+) -> Result<Vec<HashSet<String>>> {
+    let what = format!(
+        "node {}: repairing {} from node {source_node} (nothing of this batch was changed there)",
+        side.node, side.table.logical
+    );
+    let setup = begin(side, source_node)?;
+    let mut tx = side.client.transaction().context(what.clone())?;
+    tx.batch_execute(&setup).context(what.clone())?;
+    let mut changed = Vec::new();
+    for p in planned {
+        let rows = tx.query(&p.sql, &[]).context(what.clone())?;
+        changed.push(rows.iter().map(|r| r.get(0)).collect());
+    }
+    tx.commit().context(what)?;
+    Ok(changed)
+}
