@@ -105,46 +105,85 @@ fn ql_or_null(value: Value) -> Result<Value, Error> {
     }
 }
 
+/// The dollar-quote tag the templates put around function bodies.
+const BODY_TAG: &str = "$fn$";
+
 fn environment() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
     ENV.get_or_init(|| {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_syntax(
-            minijinja::syntax::SyntaxConfig::builder()
-                .trim_blocks(true)
-                .lstrip_blocks(true)
-                .keep_trailing_newline(true)
-                .build()
-                .expect("valid syntax config"),
-        );
-        env.set_auto_escape_callback(|_| AutoEscape::Custom("sql".into()));
-        env.remove_filter("safe");
-        env.add_filter("qi", qi);
-        env.add_filter("ql", ql);
-        env.add_filter("ql_or_null", ql_or_null);
-        env.set_formatter(|out, _state, value| {
-            if value.is_safe() || value.as_i64().is_some() {
-                write!(out, "{value}")
-                    .map_err(|e| Error::new(ErrorKind::WriteFailure, e.to_string()))
-            } else {
-                Err(Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!("unquoted value {value:?} in SQL template: pass it through qi or ql"),
-                ))
-            }
-        });
-        for (name, source) in TEMPLATES {
-            env.add_template(name, source).expect("templates parse");
-        }
-        env
+        let sources: Vec<(&'static str, &'static str)> = TEMPLATES.to_vec();
+        build_environment(&sources)
     })
+}
+
+fn build_environment<'a>(sources: &[(&'a str, &'a str)]) -> Environment<'a> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_syntax(
+        minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .keep_trailing_newline(true)
+            .build()
+            .expect("valid syntax config"),
+    );
+    env.set_auto_escape_callback(|_| AutoEscape::Custom("sql".into()));
+    env.remove_filter("safe");
+    env.add_filter("qi", qi);
+    env.add_filter("ql", ql);
+    env.add_filter("ql_or_null", ql_or_null);
+    env.set_formatter(|out, _state, value| {
+        if value.is_safe() || value.as_i64().is_some() {
+            write!(out, "{value}").map_err(|e| Error::new(ErrorKind::WriteFailure, e.to_string()))
+        } else {
+            Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("unquoted value {value:?} in SQL template: pass it through qi or ql"),
+            ))
+        }
+    });
+    for (name, source) in sources {
+        env.add_template(name, source).expect("templates parse");
+    }
+    env
 }
 
 /// Renders a template with the given context.
 pub fn render(template: &str, ctx: &Value) -> Result<String> {
-    let tmpl = environment().get_template(template)?;
-    let mut sql = tmpl
+    render_in(TEMPLATES, environment(), template, ctx)
+}
+
+fn render_in(
+    sources: &[(&str, &str)],
+    env: &Environment<'_>,
+    template: &str,
+    ctx: &Value,
+) -> Result<String> {
+    // A name (node, table, column, type) holding the body tag would end a function body early and
+    // let the rest run as SQL: such a context renders with a tag that occurs nowhere in it. Quoting
+    // only adds quotes and backslashes (and Debug escapes none of `$fn0-9`), so a tag absent from
+    // the values' Debug form is absent from their SQL.
+    let values = format!("{ctx:?}");
+    let owned: Vec<(&str, String)>;
+    let borrowed: Vec<(&str, &str)>;
+    let retagged: Environment<'_>;
+    let env = if values.contains(BODY_TAG) {
+        let tag = (0..)
+            .map(|i| format!("$fn{i}$"))
+            .find(|t| !values.contains(t.as_str()))
+            .expect("a free tag");
+        owned = sources
+            .iter()
+            .map(|(name, source)| (*name, source.replace(BODY_TAG, &tag)))
+            .collect();
+        borrowed = owned.iter().map(|(n, s)| (*n, s.as_str())).collect();
+        retagged = build_environment(&borrowed);
+        &retagged
+    } else {
+        env
+    };
+    let mut sql = env
+        .get_template(template)?
         .render(ctx)
         .with_context(|| format!("rendering {template}"))?;
     if !sql.ends_with('\n') {
@@ -167,6 +206,29 @@ mod tests {
         env.add_template("t", "{{ x }}").unwrap();
         let err = render("node/init.sql", &context! {}).unwrap_err();
         assert!(format!("{err:#}").contains("undefined"), "{err:#}");
+    }
+
+    #[test]
+    fn names_holding_the_body_tag_get_another_tag() {
+        let columns = vec![context! { name => "$fn$", type => safe("\"$fn0$\".t") }];
+        let ctx = context! { name => "x", columns, table => safe("\"$fn1$\".\"$fn$\"") };
+        let values = format!("{ctx:?}");
+        assert!(values.contains("$fn$") && values.contains("$fn0$") && values.contains("$fn1$"));
+        let tmpl = "create function f() returns void language sql as $fn$ select {{ columns[0].name | ql }}, {{ table }} $fn$;";
+        let sources = [("t", tmpl)];
+        // As the templates were rendered before: the name ends the body.
+        let plain = build_environment(&sources)
+            .get_template("t")
+            .unwrap()
+            .render(&ctx)
+            .unwrap();
+        assert_eq!(plain.matches("$fn$").count(), 4, "{plain}");
+        let sql = render_in(&sources, &build_environment(&sources), "t", &ctx).unwrap();
+        assert!(
+            sql.starts_with("create function f() returns void language sql as $fn2$ select '$fn$'"),
+            "{sql}"
+        );
+        assert_eq!(sql.matches("$fn2$").count(), 2, "{sql}");
     }
 
     #[test]
