@@ -61,6 +61,13 @@ impl ConnInfo {
         self.pairs.push((key.to_string(), value.to_string()));
     }
 
+    /// Drops every value of `key`, returning the last one.
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        let last = self.get(key).map(str::to_string);
+        self.pairs.retain(|(k, _)| k != key);
+        last
+    }
+
     /// The full keyword/value string, password included: only for handing to a driver.
     pub fn to_secret_string(&self) -> String {
         self.pairs
