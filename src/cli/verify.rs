@@ -17,13 +17,16 @@ pub struct Args {
     /// When checksums differ, find the differing keys and what each node has there.
     #[arg(long)]
     rows: bool,
-    /// With --rows: list at most N differing keys per table (the search stops there).
+    /// With --rows: list at most N differing keys per table (the search stops there) [default: 10000].
     #[arg(long, value_name = "N", requires = "rows")]
     limit: Option<usize>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
+
+/// Differing keys listed per table unless --limit says otherwise: the list is held in memory.
+const DEFAULT_LIMIT: usize = 10_000;
 
 /// Exit 0 when all nodes agree, 1 when any differ or cannot be checked, 2 on error.
 pub fn run(config: &Config, args: Args) -> Result<u8> {
@@ -38,7 +41,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         let reports = verify_rows::verify_rows(
             &mut clients,
             only.as_deref(),
-            args.limit,
+            Some(args.limit.unwrap_or(DEFAULT_LIMIT)),
             &mut Bar::default(),
         )?;
         return show_rows(&reports, args.json);

@@ -94,7 +94,7 @@ pub fn add_with_copy(
     // Deliver what the writers changed during the copy, then switch to the requested mode.
     let mut delivered_after = 0;
     let mut left = Vec::new();
-    drain_all(clients, &mut delivered_after, &mut left)?;
+    drain_all(clients, false, &mut delivered_after, &mut left)?;
     if req.mode != Mode::Async {
         let scripts = table::add_scripts(clients, req, true)?;
         super::run_scripts(clients, &scripts).with_context(|| {
@@ -103,7 +103,7 @@ pub fn add_with_copy(
                 req.mode
             )
         })?;
-        drain_all(clients, &mut delivered_after, &mut left)?;
+        drain_all(clients, true, &mut delivered_after, &mut left)?;
     }
     Ok(Copied {
         rows,
@@ -341,9 +341,12 @@ fn uninstall(src: &mut Client, source: &str, logical: &str, local: &TableName) {
     }
 }
 
-/// Delivers every pair's queue as it is now (writers may go on; they are not chased).
+/// Delivers every pair's queue. With `chase`, drains again while writers keep adding (in sync mode
+/// their changes queue behind a non-empty queue), a bounded number of rounds, so synchronous
+/// delivery takes over; without, delivers what is queued now.
 fn drain_all(
     clients: &mut [(String, Client)],
+    chase: bool,
     delivered: &mut i64,
     left: &mut Vec<String>,
 ) -> Result<()> {
@@ -354,24 +357,27 @@ fn drain_all(
             }
             let (a, b) = pair(clients, i, j);
             let (from, to) = (a.0.clone(), b.0.clone());
-            let pending: i64 =
-                a.1.query_one("select count(*) from repctl.queue where peer = $1", &[&to])?
-                    .get(0);
-            if pending == 0 {
-                continue;
-            }
-            let report = drain::drain_pair(
-                &mut a.1,
-                &mut b.1,
-                &from,
-                &to,
-                Some(pending),
-                5000,
-                &mut NoProgress,
-            )?;
-            *delivered += report.delivered;
-            if let Some(e) = report.error {
-                left.push(e);
+            for _ in 0..if chase { 20 } else { 1 } {
+                let pending: i64 =
+                    a.1.query_one("select count(*) from repctl.queue where peer = $1", &[&to])?
+                        .get(0);
+                if pending == 0 {
+                    break;
+                }
+                let report = drain::drain_pair(
+                    &mut a.1,
+                    &mut b.1,
+                    &from,
+                    &to,
+                    Some(pending),
+                    5000,
+                    &mut NoProgress,
+                )?;
+                *delivered += report.delivered;
+                if let Some(e) = report.error {
+                    left.push(e);
+                    break;
+                }
             }
         }
     }
