@@ -227,3 +227,78 @@ fn run_serves_metrics_and_catches_up_sync_tables() {
     }
     stop_run(run);
 }
+
+/// A third node joins a running pair: writers never stop, `init` and `alter-table` install it,
+/// `repair --from` copies the existing rows, and all three end equal.
+#[test]
+fn a_third_node_joins_without_stopping_writers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut s = Setup::owned(&["a", "b", "c"], false);
+    for n in &s.nodes {
+        n.exec(T);
+    }
+    s.write_config_for(&["a", "b"], &[]);
+    s.repctl_ok(&["init"], 0);
+    s.repctl_ok(
+        &[
+            "add-table",
+            "public.m",
+            "--mode",
+            "async",
+            "--conflict",
+            "last-write-wins",
+        ],
+        0,
+    );
+    s.node("a")
+        .exec("insert into m select g, 'a', 0, null from generate_series(1, 5000) g");
+    let run = start_run(&s, &[]);
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let writer = {
+        let mut c = s.node("a").admin();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                c.batch_execute(&format!(
+                    "insert into m values ({}, 'a', 0, null); update m set n = n + 1 where id = {}",
+                    10_000 + i,
+                    1 + i % 5000
+                ))
+                .unwrap();
+            }
+            i
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // The config now names c: init starts a's and b's queues for it, alter-table installs the
+    // table there, repair copies what a already had.
+    s.write_config(&[]);
+    s.repctl_ok(&["init"], 0);
+    s.repctl_ok(&["alter-table", "public.m"], 0);
+    stop_run(run);
+    let run = start_run(&s, &[]);
+    // Rows the writer changes while repair runs may be left to their queued changes (exit 1).
+    let out = s.repctl(&["repair", "--from", "a", "public.m"]);
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let writes = writer.join().unwrap();
+    assert!(
+        writes > 10,
+        "the writer kept writing ({writes} transactions)"
+    );
+    wait_drained(&s, Duration::from_secs(60));
+    // Once the writer stopped and the queues drained, the nodes agree without another repair.
+    s.repctl_ok(&["verify"], 0);
+    assert_eq!(
+        s.node("c").count("select count(*) from m"),
+        s.node("a").count("select count(*) from m")
+    );
+    stop_run(run);
+}
