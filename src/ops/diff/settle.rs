@@ -21,7 +21,10 @@ pub struct Settled {
     pub pending: Vec<String>,
 }
 
-pub fn settle(sides: &mut [Side<'_>], keys: Vec<String>) -> Result<Settled> {
+pub fn settle(sides: &mut [Side<'_>], mut keys: Vec<String>) -> Result<Settled> {
+    // A key can turn up in two blocks when nodes sort keys differently (collations).
+    keys.sort_unstable();
+    keys.dedup();
     let mut queued = Queued::default();
     queued.add(sides, &keys)?;
     let first = recheck(sides, &keys)?;
