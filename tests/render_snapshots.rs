@@ -32,8 +32,10 @@ fn config() -> Config {
 #[test]
 fn init_masks_passwords_in_dry_run() {
     let c = config();
-    let s = render_init(&c, &c.nodes[0], &NodeFacts::default(), true).unwrap();
-    assert!(!s.sql.contains("secret-"), "password leaked into a dry run");
+    let s = render_init(&c, &c.nodes[0], &NodeFacts::default()).unwrap();
+    assert!(!s.sql.contains("secret-"), "password in the SQL text");
+    let secret = s.secret.as_ref().unwrap();
+    assert!(secret.value.contains("secret-REMOTE_PW") && !secret.masked.contains("secret-"));
     insta::assert_snapshot!("init_local_dry_run", s.sql);
 }
 
@@ -43,15 +45,12 @@ fn init_with_dblink_already_installed() {
     let facts = NodeFacts {
         dblink_schema: Some("public".into()),
     };
-    let s = render_init(&c, &c.nodes[1], &facts, false).unwrap();
+    let s = render_init(&c, &c.nodes[1], &facts).unwrap();
     assert!(
-        s.sql.contains("secret-LOCAL_PW"),
+        s.secret.as_ref().unwrap().value.contains("secret-LOCAL_PW"),
         "the real run carries the peer's password"
     );
-    insta::assert_snapshot!(
-        "init_remote_dblink_in_public",
-        s.sql.replace("secret-LOCAL_PW", "<password>")
-    );
+    insta::assert_snapshot!("init_remote_dblink_in_public", s.sql);
 }
 
 fn seed_table(schema: &str, table: &str) -> Table {
@@ -170,7 +169,11 @@ fn add_table_every_conflict_rule() {
     for (rule, column, priority) in [
         (ConflictRule::TargetWins, None, vec![]),
         (ConflictRule::LastWriteWins, Some("mod_time"), vec![]),
-        (ConflictRule::NodePriority, None, vec!["remote".to_string(), "local".to_string()]),
+        (
+            ConflictRule::NodePriority,
+            None,
+            vec!["remote".to_string(), "local".to_string()],
+        ),
         (ConflictRule::Error, None, vec![]),
     ] {
         let mut req = request(Mode::Async, None);

@@ -19,7 +19,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         .iter()
         .zip(clients.iter_mut())
         .map(|(node, (_, client))| {
-            init::render_init(config, node, &init::node_facts(node, client)?, args.dry_run)
+            init::render_init(config, node, &init::node_facts(node, client)?)
         })
         .collect::<Result<Vec<_>>>()?;
     let peers = config.nodes.len() - 1;

@@ -5,7 +5,7 @@ use minijinja::context;
 use postgres::Client;
 use serde_json::{Map, Value as Json};
 
-use super::Script;
+use super::{Script, Secret};
 use crate::config::{Config, Node};
 use crate::db;
 use crate::render::{self, names};
@@ -58,24 +58,36 @@ pub fn node_facts(node: &Node, client: &mut Client) -> Result<NodeFacts> {
     Ok(NodeFacts { dblink_schema })
 }
 
-/// Renders a node's init script. `mask` hides passwords (dry run).
-pub fn render_init(config: &Config, node: &Node, facts: &NodeFacts, mask: bool) -> Result<Script> {
+/// The transaction-local setting that carries user-mapping options (passwords) to the init script,
+/// so they are bound as a parameter and never part of SQL text a server could log.
+pub const USER_MAPPINGS_SETTING: &str = "repctl.user_mappings";
+
+/// Renders a node's init script; the user mappings' options travel beside it as a secret.
+pub fn render_init(config: &Config, node: &Node, facts: &NodeFacts) -> Result<Script> {
+    let mut mappings = Map::new();
+    let mut masked = Map::new();
     let peers: Vec<_> = config
         .peers_of(node)
         .map(|peer| {
+            let server = names::server(&peer.name);
             let mut mapping = peer.peer.user_mapping_options();
-            if mask {
-                mapping
-                    .iter_mut()
-                    .filter(|(k, _)| k == "password")
-                    .for_each(|(_, v)| *v = "********".into());
-            }
+            mappings.insert(
+                server.clone(),
+                serde_json::from_str(&json_object(&mapping)).expect("valid json"),
+            );
+            mapping
+                .iter_mut()
+                .filter(|(k, _)| k == "password")
+                .for_each(|(_, v)| *v = "********".into());
+            masked.insert(
+                server.clone(),
+                serde_json::from_str(&json_object(&mapping)).expect("valid json"),
+            );
             context! {
                 name => peer.name.clone(),
-                server => names::server(&peer.name),
+                server,
                 partition => names::queue_partition(&peer.name),
                 server_options => json_object(&peer.peer.server_options()),
-                user_mapping => json_object(&mapping),
             }
         })
         .collect();
@@ -89,12 +101,18 @@ pub fn render_init(config: &Config, node: &Node, facts: &NodeFacts, mask: bool) 
             dblink_schema => facts.dblink_schema.clone().unwrap_or_else(|| "repctl".into()),
             peer_role => node.peer.get("user"),
             flush_timeout => FLUSH_TIMEOUT,
+            user_mappings_setting => USER_MAPPINGS_SETTING,
             peers,
         },
     )?;
     Ok(Script {
         node: node.name.clone(),
         sql,
+        secret: Some(Secret {
+            setting: USER_MAPPINGS_SETTING,
+            value: Json::Object(mappings).to_string(),
+            masked: Json::Object(masked).to_string(),
+        }),
     })
 }
 

@@ -180,10 +180,8 @@ pub fn add_scripts(
             bail!("--map names node {node:?}, which is not in the config");
         }
     }
-    if let Some(w) = &req.where_clause
-        && w.contains("$fn$")
-    {
-        bail!("--where must not contain \"$fn$\"");
+    if let Some(w) = &req.where_clause {
+        super::condition::check(w)?;
     }
     check_conflict_settings(clients, req)?;
     let logical = logical_name(&req.name);
@@ -240,6 +238,7 @@ pub fn add_scripts(
             Ok(Script {
                 node: node.clone(),
                 sql,
+                secret: None,
             })
         })
         .collect()
@@ -482,6 +481,7 @@ pub fn remove_scripts(
         scripts.push(Script {
             node: node.clone(),
             sql,
+            secret: None,
         });
     }
     if !found {

@@ -238,7 +238,8 @@ begin
       from repctl.queue q join repctl.tables t on t.name = q.tbl
      where q.peer = v_peer.name and q.xid = v_me;
     continue when v_payload is null;
-    v_conn := 'repctl:' || v_peer.name;
+    -- The server name is derived to fit in 63 bytes, as dblink's connection names must.
+    v_conn := v_peer.server;
     begin
       if not coalesce(v_conn = any ({{ dblink_schema | qi }}.dblink_get_connections()), false) then
         perform {{ dblink_schema | qi }}.dblink_connect(v_conn, v_peer.server);
@@ -342,6 +343,7 @@ insert into repctl.peer (name, server) values ({{ peer.name | ql }}, {{ peer.ser
 on conflict (name) do update set server = excluded.server where peer.server is distinct from excluded.server;
 insert into repctl.delivery (peer) values ({{ peer.name | ql }}) on conflict do nothing;
 select repctl.ensure_server({{ peer.server | ql }}, {{ peer.server_options | ql }}::jsonb);
-select repctl.ensure_user_mapping({{ peer.server | ql }}, {{ peer.user_mapping | ql }}::jsonb);
+-- The options (with the password) come from a setting bound as a parameter, never from SQL text.
+select repctl.ensure_user_mapping({{ peer.server | ql }}, current_setting({{ user_mappings_setting | ql }})::jsonb -> {{ peer.server | ql }});
 select repctl.check_peer({{ peer.server | ql }}, {{ peer.name | ql }});
 {% endfor %}
