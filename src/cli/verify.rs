@@ -106,12 +106,13 @@ fn show_rows(reports: &[RowsReport], as_json: bool) -> Result<u8> {
                 if r.truncated { "+" } else { "" }
             ),
         };
-        println!(
-            "{}: {verdict} (rows: {}; {:.2} s)",
-            r.table,
-            rows.join(", "),
-            r.seconds
-        );
+        // Row counts add up as the blocks are compared: only complete when the search was.
+        let counted = if r.truncated || r.error.is_some() {
+            String::new()
+        } else {
+            format!("rows: {}; ", rows.join(", "))
+        };
+        println!("{}: {verdict} ({counted}{:.2} s)", r.table, r.seconds);
         if !r.differences.is_empty() {
             let nodes: Vec<&str> = r.rows.keys().map(String::as_str).collect();
             let mut header = vec!["key"];

@@ -69,7 +69,7 @@ pub struct RowsReport {
     /// Node whose rows the others are described against.
     pub reference: String,
     pub equal: bool,
-    /// Rows per node.
+    /// Rows per node (of the part compared, when truncated).
     pub rows: BTreeMap<String, i64>,
     pub differences: Vec<RowDiff>,
     /// The limit was reached: more keys may differ.
@@ -185,6 +185,12 @@ impl Sink for Listing<'_> {
             });
         }
         Ok(Flow::Go)
+    }
+
+    fn wanted(&self) -> Option<usize> {
+        // One past the limit: finding it tells that the list is truncated.
+        self.limit
+            .map(|l| (l + 1).saturating_sub(self.report.differences.len()))
     }
 
     fn pending(&mut self, keys: Vec<String>) {

@@ -46,6 +46,11 @@ pub trait Sink {
     fn differ(&mut self, sides: &mut [Side<'_>], rows: Vec<KeyRows>) -> Result<Flow>;
     /// Keys left out because a change to them is queued or was being written.
     fn pending(&mut self, keys: Vec<String>);
+    /// How many more differences the sink takes, if it has a limit: candidates are settled as
+    /// soon as there are that many, so a limit also ends the search early.
+    fn wanted(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Progress of a long comparison or copy, so the CLI can draw a bar without the library printing.
@@ -184,7 +189,11 @@ impl Walk<'_, '_> {
                 .map(|(k, _)| k),
         );
         self.stats.candidates += (self.candidates.len() - before) as u64;
-        while self.candidates.len() >= SETTLE_BATCH {
+        let batch = self
+            .sink
+            .wanted()
+            .map_or(SETTLE_BATCH, |w| w.clamp(1, SETTLE_BATCH));
+        while self.candidates.len() >= batch {
             if let Flow::Stop = self.settle_batch()? {
                 return Ok(Flow::Stop);
             }
