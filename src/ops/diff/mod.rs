@@ -27,6 +27,8 @@ const BLOCKS_PER_CHUNK: i64 = 100;
 const LEAF_MAX: i64 = 4 * BLOCK_ROWS;
 /// Candidate keys settled together (one pause between re-reads per batch).
 const SETTLE_BATCH: usize = 10_000;
+/// Near a sink's limit, smaller batches end the search sooner; not tiny ones, each costs a pause.
+const MIN_SETTLE_BATCH: usize = 16;
 
 /// A key (jsonb text of its key columns) with each node's row hash, None where it has no row.
 #[derive(Debug, Clone)]
@@ -192,7 +194,7 @@ impl Walk<'_, '_> {
         let batch = self
             .sink
             .wanted()
-            .map_or(SETTLE_BATCH, |w| w.clamp(1, SETTLE_BATCH));
+            .map_or(SETTLE_BATCH, |w| w.clamp(MIN_SETTLE_BATCH, SETTLE_BATCH));
         while self.candidates.len() >= batch {
             if let Flow::Stop = self.settle_batch()? {
                 return Ok(Flow::Stop);
