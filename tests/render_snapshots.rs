@@ -72,6 +72,7 @@ fn seed_table(schema: &str, table: &str) -> Table {
             col("mod_time", "timestamp(0) without time zone"),
         ],
         key: vec!["pk1".into(), "pk2".into()],
+        owner: schema.into(),
     }
 }
 
@@ -135,6 +136,7 @@ fn add_table_odd_names_key_only_identity() {
             },
         ],
         key: vec!["d".into(), "s".into()],
+        owner: "Owner \"O\"".into(),
     };
     let req = AddTable {
         name: t.name.clone(),

@@ -24,6 +24,8 @@ pub struct Table {
     pub columns: Vec<Column>,
     /// Primary key columns in key order.
     pub key: Vec<String>,
+    /// The table's owner: the apply function writes the table with this role's rights.
+    pub owner: String,
 }
 
 /// Reads a table's columns and primary key; errors name the node and the table.
@@ -44,7 +46,8 @@ fn inspect_in(
 ) -> Result<Table> {
     let row = client
         .query_opt(
-            "select c.oid, c.relkind::text from pg_class c join pg_namespace n on n.oid = c.relnamespace
+            "select c.oid, c.relkind::text, pg_get_userbyid(c.relowner)::text
+               from pg_class c join pg_namespace n on n.oid = c.relnamespace
               where n.nspname = $1 and c.relname = $2",
             &[&name.schema, &name.table],
         )
@@ -56,6 +59,7 @@ fn inspect_in(
     };
     let oid: u32 = row.get(0);
     let kind: String = row.get(1);
+    let owner: String = row.get(2);
     if kind != "r" {
         bail!(
             "node {node}: {name} is not a plain table (relkind {kind}); repctl replicates ordinary tables"
@@ -99,5 +103,6 @@ fn inspect_in(
         name: name.clone(),
         columns,
         key,
+        owner,
     })
 }

@@ -402,6 +402,7 @@ pub fn render_add(
             node => node.to_string(),
             lock_key => render::LOCK_KEY,
             table => safe(table.name.sql()),
+            table_owner => table.owner.clone(),
             nsp => table.name.schema.clone(),
             rel => table.name.table.clone(),
             columns => column_values(columns),

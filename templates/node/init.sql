@@ -293,8 +293,13 @@ create or replace function repctl.apply(p_origin text, p_changes jsonb, p_batch 
 returns integer
 language plpgsql security definer set search_path = pg_catalog, pg_temp set jit = off as $fn$
 declare
+  v_node text := (select value from repctl.meta where key = 'node');
   v_segment record;
-  v_fn name;
+  v_table record;
+  v_changes jsonb;
+  v_nonkey text[];
+  v_versions jsonb;
+  v_conflict record;
   v_count integer := 0;
 begin
   -- Marks this transaction as replication so the capture triggers do not send the changes back.
@@ -308,19 +313,58 @@ begin
              group by c ->> 't', (c ->> 'op') = 'T', grp) s
      order by s.lo
   loop
-    select apply_fn into v_fn from repctl.tables where name = v_segment.tbl;
-    if v_fn is null then
-      raise exception 'repctl: table % from node % is not replicated on node %', v_segment.tbl, p_origin,
-        (select value from repctl.meta where key = 'node')
+    select t.apply_fn, t.conflict, array(select c from unnest(t.columns) c where c <> all (t.key_columns)) as nonkey
+      into v_table from repctl.tables t where t.name = v_segment.tbl;
+    if v_table.apply_fn is null then
+      raise exception 'repctl: table % from node % is not replicated on node %', v_segment.tbl, p_origin, v_node
         using hint = 'run repctl add-table for it, or repctl remove-table on every node';
     end if;
     -- Consecutive changes of one table go to its apply function together; a batch of one table
     -- (the common case) is passed on as it came.
-    execute format('select repctl.%I($1, $2, $3)', v_fn)
-      using case when v_segment.whole then p_changes
-                 else (select jsonb_agg(c order by ord) from jsonb_array_elements(p_changes) with ordinality as e(c, ord)
-                        where ord between v_segment.lo and v_segment.hi) end,
-            v_segment.trunc, p_origin;
+    v_changes := case when v_segment.whole then p_changes
+                      else (select jsonb_agg(c order by ord) from jsonb_array_elements(p_changes) with ordinality as e(c, ord)
+                             where ord between v_segment.lo and v_segment.hi) end;
+    v_versions := null;
+    if v_table.conflict in ('last-write-wins', 'node-priority') then
+      select jsonb_agg(jsonb_build_object('k', v.k, 'origin', v.origin, 'ts', v.ts)) into v_versions
+        from repctl.version v
+       where v.tbl = v_segment.tbl
+         and v.k in (select (case when c ->> 'op' = 'D' then c -> 'o' else c -> 'r' end) - v_table.nonkey
+                       from jsonb_array_elements(v_changes) c);
+    end if;
+    -- The table's apply decides and writes the table (as its owner); what it decided is recorded
+    -- here: the audit log, versions, and this node's own changes superseded or sent back.
+    execute format($q$
+      with res as materialized (select * from repctl.%I($1, $2, $3, $4)),
+      logged as (
+        insert into repctl.conflict (tbl, k, kind, origin, local_row, remote_row, rule, winner)
+        select $5, res.k, res.kind, $3, res.local_row, res.remote_row, $6, case when res.wins then $3 else $7 end
+          from res where res.kind is not null and $6 <> 'error'),
+      superseded as (
+        delete from repctl.queue q using res
+         where $6 in ('origin-wins', 'target-wins') and res.kind is not null and res.kind <> 'delete_missing'
+           and q.peer = $3 and q.tbl = $5 and coalesce(q.r, q.o) - $8 = res.k),
+      resent as (
+        insert into repctl.queue (peer, tbl, op, r, o, resolved)
+        select $3, $5, case when res.local_row is null then 'D' else 'U' end, res.local_row, coalesce(res.local_row, res.k), true
+          from res where $6 = 'target-wins' and res.kind is not null and res.kind <> 'delete_missing' and not res.wins),
+      versions as (
+        insert into repctl.version as v (tbl, k, origin, ts)
+        select $5, res.k, $3, res.ts from res where res.wins and $6 in ('last-write-wins', 'node-priority')
+        on conflict (tbl, k) do update set origin = excluded.origin, ts = excluded.ts)
+      select res.kind, res.k, res.local_row, res.before_row, res.remote_row from res
+       where $6 = 'error' and res.kind is not null and res.kind <> 'delete_missing' limit 1$q$, v_table.apply_fn)
+      into v_conflict
+      using v_changes, v_segment.trunc, p_origin, v_versions, v_segment.tbl, v_table.conflict, v_node, v_table.nonkey;
+    if v_conflict.kind is not null then
+      perform repctl.conflict_error(v_segment.tbl, p_origin, v_conflict.kind, v_conflict.k, v_conflict.local_row,
+                                    v_conflict.before_row, v_conflict.remote_row);
+    end if;
+    if v_table.conflict = 'target-wins'
+       and exists (select from repctl.queue where peer = p_origin and resolved and xid = pg_current_xact_id()) then
+      -- Wakes `repctl run` here to send the kept rows back.
+      perform pg_notify('repctl', p_origin);
+    end if;
     v_count := v_count + (v_segment.hi - v_segment.lo + 1);
   end loop;
   if p_batch is not null then
@@ -332,6 +376,23 @@ end
 $fn$;
 
 revoke all on all functions in schema repctl from public;
+{% if dblink_schema != "repctl" %}
+-- dblink lives in {{ dblink_schema | ql }}, where other roles can reach it. The commit-time flush leaves
+-- a named dblink connection open in the writer's session; with EXECUTE on dblink's functions, that
+-- writer could send its own SQL through it to the peer. Grant it back to roles that need dblink.
+do $do$
+declare
+  f regprocedure;
+begin
+  for f in select p.oid::regprocedure from pg_depend d join pg_proc p on p.oid = d.objid
+            where d.refclassid = 'pg_extension'::regclass and d.classid = 'pg_proc'::regclass
+              and d.refobjid = (select oid from pg_extension where extname = 'dblink') and d.deptype = 'e'
+  loop
+    execute format('revoke execute on function %s from public', f);
+  end loop;
+end
+$do$;
+{% endif %}
 {% if peer_role %}-- The role the other nodes log in as (peer_dsn's user) may only apply changes.
 grant usage on schema repctl to {{ peer_role | qi }};
 grant execute on function repctl.apply(text, jsonb, bigint[]) to {{ peer_role | qi }};

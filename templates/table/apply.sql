@@ -12,14 +12,19 @@
 {%- macro image(alias) -%}
 jsonb_object(array[{% for c in columns %}{{ c.name | ql }}{% if not loop.last %}, {% endif %}{% endfor %}], array[{% for c in columns %}{{ alias | qi }}.{{ c.name | qi }}::text{% if not loop.last %}, {% endif %}{% endfor %}])
 {%- endmacro -%}
--- Apply for {{ name | ql }} on node {{ node | ql }} (conflicts: {{ conflict | ql }}).
-create or replace function repctl.{{ apply_fn | qi }}(p_changes jsonb, p_truncate boolean, p_origin text) returns void
-language plpgsql
+-- Apply for {{ name | ql }} on node {{ node | ql }} (conflicts: {{ conflict | ql }}). It runs with the
+-- rights of the table's owner, so the table's triggers, defaults and checks never run as repctl's
+-- (superuser) role; it touches nothing of repctl's: the current versions of the batch's keys come
+-- in p_versions, and its conflict decisions go back to repctl.apply, which records them.
+create or replace function repctl.{{ apply_fn | qi }}(p_changes jsonb, p_truncate boolean, p_origin text, p_versions jsonb)
+returns table (k jsonb, kind text, local_row jsonb, before_row jsonb, remote_row jsonb, wins boolean, ts timestamptz)
+language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 {% include "table/text_settings.sql" %}
 -- Transition tables have no statistics; the planner's guesses must not buy a JIT compile per statement.
 set jit = off
 as $fn$
+#variable_conflict use_column
 begin
   if p_truncate then
 {% if where %}
@@ -29,6 +34,7 @@ begin
 {% endif %}
     return;
   end if;
+  return query
   with ev as (
     select (c ->> 's')::bigint as s, c ->> 'op' as op, c -> 'r' as r, c -> 'o' as o, (c ->> 'resolved')::boolean as resolved,
            {% if conflict_column %}case when c ->> 'op' = 'D' then (c ->> 'ts')::timestamptz
@@ -60,7 +66,8 @@ begin
     select j.*, case
         when j.conflict is null or j.conflict = 'delete_missing' then true
 {% if conflict == "error" %}
-        else repctl.conflict_error({{ name | ql }}, p_origin, j.conflict, j.k, j.cur, j.first_o, case when j.del then null else j.img end)
+        -- Not applied; repctl.apply sees the conflict and fails the whole batch.
+        else false
 {% elif conflict == "origin-wins" %}
         else true
 {% elif conflict == "target-wins" %}
@@ -80,39 +87,14 @@ begin
       end as wins
       from judged as j
 {% if versioned %}
-      left join repctl.version as v on v.tbl = {{ name | ql }} and v.k = j.k
-{% endif %}
-  ), logged as (
-    insert into repctl.conflict (tbl, k, kind, origin, local_row, remote_row, rule, winner)
-    select {{ name | ql }}, d.k, d.conflict, p_origin, d.cur, case when d.del then null else d.img end, {{ conflict | ql }},
-           case when d.wins then p_origin else {{ node | ql }} end
-      from decided as d where d.conflict is not null
-{% if conflict == "origin-wins" or conflict == "target-wins" %}
-  ), superseded as (
-    -- This node's own pending changes of a conflicting key are superseded by the resolution: sent
-    -- as they are, they would start the conflict over on the origin.
-    delete from repctl.queue as q using decided as d
-     where d.conflict is not null and d.conflict <> 'delete_missing' and q.peer = p_origin
-       and q.tbl = {{ name | ql }} and coalesce(q.r, q.o) - {{ non_key_columns | ql }}::text[] = d.k
-{% endif %}
-{% if conflict == "target-wins" %}
-  ), resent as (
-    -- This node kept its row: send it back, as a resolution the origin applies without a check.
-    insert into repctl.queue (peer, tbl, op, r, o, resolved)
-    select p_origin, {{ name | ql }}, case when d.cur is null then 'D' else 'U' end, d.cur, coalesce(d.cur, d.k), true
-      from decided as d where d.conflict is not null and d.conflict <> 'delete_missing' and not d.wins
-{% endif %}
-{% if versioned %}
-  ), versions as (
-    insert into repctl.version as v (tbl, k, origin, ts)
-    select {{ name | ql }}, d.k, p_origin, d.ts from decided as d where d.wins
-    on conflict (tbl, k) do update set origin = excluded.origin, ts = excluded.ts
+      left join (select p.k, p.origin, p.ts from jsonb_to_recordset(p_versions) as p(k jsonb, origin text, ts timestamptz)) as v
+        on v.k = j.k
 {% endif %}
   ), deleted as (
     delete from {{ table }} as t using decided as d
      where d.wins and d.del and ({{ keys("t") }}) = ({{ typed_key("d") }})
-  )
-  insert into {{ table }} as t ({% for c in columns %}{{ c.name | qi }}{% if not loop.last %}, {% endif %}{% endfor %})
+  ), upserted as (
+    insert into {{ table }} as t ({% for c in columns %}{{ c.name | qi }}{% if not loop.last %}, {% endif %}{% endfor %})
 {% if overriding %}
   overriding system value
 {% endif %}
@@ -126,13 +108,11 @@ begin
 {% else %}
   on conflict ({{ keys("") }}) do nothing
 {% endif %}
-  ;
-{% if conflict == "target-wins" %}
-  -- Wakes `repctl run` here to send the kept rows back.
-  if exists (select from repctl.queue where peer = p_origin and resolved and xid = pg_current_xact_id()) then
-    perform pg_notify('repctl', p_origin);
-  end if;
-{% endif %}
+  )
+  select d.k, d.conflict, d.cur, d.first_o, case when d.del then null else d.img end, d.wins, d.ts
+    from decided as d
+   where d.conflict is not null{% if versioned %} or d.wins{% endif %};
 end
 $fn$;
-revoke all on function repctl.{{ apply_fn | qi }}(jsonb, boolean, text) from public;
+revoke all on function repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb) from public;
+alter function repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb) owner to {{ table_owner | qi }};
