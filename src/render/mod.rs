@@ -40,6 +40,12 @@ const TEMPLATES: &[(&str, &str)] = &[
         "ops/verify.sql",
         include_str!("../../templates/ops/verify.sql"),
     ),
+    ("ops/diff.sql", include_str!("../../templates/ops/diff.sql")),
+    (
+        "ops/repair.sql",
+        include_str!("../../templates/ops/repair.sql"),
+    ),
+    ("ops/copy.sql", include_str!("../../templates/ops/copy.sql")),
 ];
 
 /// Quotes an identifier (libpq's rules): the one place identifiers are quoted on the Rust side.
