@@ -391,7 +391,6 @@ fn odd_node_names(local: &str, remote: &str) {
 }
 
 #[test]
-#[ignore = "bug in templates/node/init.sql (flush): dblink truncates the connection name 'repctl:' || peer to 63 bytes, so the second sync transaction of a session fails with \"duplicate connection name\" and stays queued"]
 fn long_node_names_sharing_a_prefix() {
     let prefix = "node-".repeat(14);
     odd_node_names(&format!("{prefix}local"), &format!("{prefix}remote"));
@@ -403,4 +402,60 @@ fn node_names_full_of_sql_punctuation() {
         "it's \"local\"; drop table kv; -- $fn$",
         "Remote $fn$ '; select 1; --\\",
     );
+}
+
+/// Long node names sharing a 70-byte prefix: their foreign servers and queue partitions stay
+/// distinct and within 63 bytes, and asynchronous delivery (which does not go through dblink)
+/// works both ways.
+#[test]
+fn long_node_names_sharing_a_prefix_async() {
+    let s = Setup::pair(Layout::OneCluster);
+    let prefix = "node-".repeat(14);
+    let (local, remote) = (format!("{prefix}local"), format!("{prefix}remote"));
+    rename_nodes(&s, &local, &remote);
+    for n in &s.nodes {
+        n.exec("create table public.kv (id int primary key, v text)");
+    }
+    s.repctl_ok(&["init"], 0);
+    s.repctl_ok(&["status"], 0);
+    for n in &s.nodes {
+        let row = n
+            .admin()
+            .query_one(
+                "select p.name, p.server::text, c.relname::text
+                   from repctl.peer p
+                   join pg_foreign_server f on f.srvname = p.server
+                   join pg_inherits i on i.inhparent = 'repctl.queue'::regclass
+                   join pg_class c on c.oid = i.inhrelid
+                  where pg_get_expr(c.relpartbound, c.oid) like '%' || p.name || '%'",
+                &[],
+            )
+            .unwrap();
+        let (peer, server, partition): (String, String, String) =
+            (row.get(0), row.get(1), row.get(2));
+        assert_ne!(peer, n.name);
+        assert!(server.len() <= 63 && partition.len() <= 63);
+    }
+    let servers: BTreeSet<String> = s
+        .nodes
+        .iter()
+        .map(|n| {
+            n.admin()
+                .query_one("select server::text from repctl.peer", &[])
+                .unwrap()
+                .get(0)
+        })
+        .collect();
+    assert_eq!(servers.len(), 2, "one cluster, two servers: {servers:?}");
+    s.repctl_ok(&["add-table", "public.kv", "--mode", "async"], 0);
+    let (l, r) = (s.node("local"), s.node("remote"));
+    l.exec("insert into kv values (1, 'l')");
+    r.exec("insert into kv values (2, 'r')");
+    s.repctl_ok(&["drain", "--from", &local, "--to", &remote], 0);
+    s.repctl_ok(&["drain", "--from", &remote], 0);
+    assert_eq!(dump(l, "kv"), dump(r, "kv"));
+    assert_eq!(dump(r, "kv").len(), 2);
+    s.repctl_ok(&["verify"], 0);
+    let out = s.repctl_ok(&["lag", "--json"], 0);
+    assert!(out.contains(&local) && out.contains(&remote), "{out}");
 }
