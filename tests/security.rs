@@ -419,8 +419,8 @@ fn internals(server: &str) -> Vec<String> {
         format!("select public.dblink_exec({srv}, 'select 1')"),
         // The flush runs in the writer's own session and may leave its connection open there.
         "select public.dblink_get_connections()".to_string(),
-        format!("select * from public.dblink('repctl:remote', 'select 1') as t(x int)"),
-        format!("select * from public.dblink('repctl:local', 'select 1') as t(x int)"),
+        "select * from public.dblink('repctl:remote', 'select 1') as t(x int)".to_string(),
+        "select * from public.dblink('repctl:local', 'select 1') as t(x int)".to_string(),
         format!(
             "create user mapping for current_user server {} options (user 'postgres')",
             qi(server)
