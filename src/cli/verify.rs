@@ -36,7 +36,12 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         .map(TableName::parse)
         .transpose()?
         .map(|t| t.to_string());
-    let (mut clients, _) = connect_reachable(config);
+    let (mut clients, unreachable) = connect_reachable(config);
+    // A node that cannot be read is never "equal", even when no table is replicated elsewhere.
+    for (node, err) in &unreachable {
+        eprintln!("node {node} could not be checked: {err}");
+    }
+    let all_read = unreachable.is_empty();
     if args.rows {
         let reports = verify_rows::verify_rows(
             &mut clients,
@@ -44,10 +49,10 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
             Some(args.limit.unwrap_or(DEFAULT_LIMIT)),
             &mut Bar::default(),
         )?;
-        return show_rows(&reports, args.json);
+        return Ok(show_rows(&reports, args.json)?.max(exit(all_read)));
     }
     let reports = verify::verify(&mut clients, only.as_deref())?;
-    let equal = reports.iter().all(|r| r.equal);
+    let equal = all_read && reports.iter().all(|r| r.equal);
     if args.json {
         print_json(&json!({ "equal": equal, "tables": reports }))?;
     } else {
