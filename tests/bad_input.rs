@@ -66,6 +66,15 @@ fn config_mistakes() {
         e.contains("node local") && e.contains("cannot connect"),
         "{e}"
     );
+    // Read-only commands go on without an unreachable node, but never call it equal.
+    let out = s.repctl(&["verify"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node local could not be checked"));
     nothing_installed(&s);
     let out = assert_cmd::Command::cargo_bin("repctl")
         .unwrap()
