@@ -5,8 +5,14 @@ use std::fmt;
 
 use anyhow::{Result, bail};
 
+/// Whether a connection option is a secret, masked wherever it is shown.
+pub fn is_secret(key: &str) -> bool {
+    matches!(key, "password" | "sslpassword")
+}
+
 /// Keys that belong to the user mapping (who logs in), not to the foreign server (where).
-const USER_MAPPING_KEYS: [&str; 2] = ["user", "password"];
+/// (libpq marks password and sslpassword secret; dblink takes them only in user mappings.)
+const USER_MAPPING_KEYS: [&str; 3] = ["user", "password", "sslpassword"];
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnInfo {
@@ -26,7 +32,7 @@ impl fmt::Display for ConnInfo {
             .pairs
             .iter()
             .map(|(k, v)| {
-                if k == "password" {
+                if is_secret(k) {
                     format!("{k}=********")
                 } else {
                     format!("{k}={}", quote(v))

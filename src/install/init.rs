@@ -77,7 +77,7 @@ pub fn render_init(config: &Config, node: &Node, facts: &NodeFacts) -> Result<Sc
             );
             mapping
                 .iter_mut()
-                .filter(|(k, _)| k == "password")
+                .filter(|(k, _)| crate::conninfo::is_secret(k))
                 .for_each(|(_, v)| *v = "********".into());
             masked.insert(
                 server.clone(),
