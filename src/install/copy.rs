@@ -317,13 +317,24 @@ impl CopyTable {
 }
 
 fn copy_sql(query: &str, t: &CopyTable) -> Result<String> {
+    render_copy(query, &t.name, &t.columns, t.where_clause.as_deref())
+}
+
+/// A statement of `ops/copy.sql` (`has_rows`, `count`, `lock`, `empty`, `copy_out`, `copy_in`) for
+/// a table's replicated columns and rows.
+pub fn render_copy(
+    query: &str,
+    table: &TableName,
+    columns: &[String],
+    where_clause: Option<&str>,
+) -> Result<String> {
     render::render(
         "ops/copy.sql",
         &context! {
             query,
-            table => safe(t.name.sql()),
-            columns => t.columns.clone(),
-            where => t.where_clause.clone().map(safe),
+            table => safe(table.sql()),
+            columns => columns.to_vec(),
+            where => where_clause.map(safe),
         },
     )
 }

@@ -145,7 +145,7 @@ impl Repair<'_> {
             if i == source {
                 continue;
             }
-            let (planned, gone) = plan(side, &source_node, source, i, rows, &images)?;
+            let (planned, gone) = plan(side, source, i, rows, &images)?;
             let counts = self.counts.entry(side.node.clone()).or_default();
             counts.skipped += gone.len() as u64;
             for key in &gone {
@@ -161,7 +161,7 @@ impl Repair<'_> {
                 (self.out)(format!(
                     "-- ===== node {} =====\nbegin;\n{}",
                     side.node,
-                    begin(side, &source_node)?
+                    render_begin(&side.node, &side.table.logical, &source_node)?
                 ));
                 for p in &planned {
                     (self.out)(p.sql.clone());
@@ -206,7 +206,6 @@ fn count(c: &mut Counts, kind: &str, n: u64) {
 /// row disappeared since the comparison.
 fn plan(
     target: &Side<'_>,
-    source_node: &str,
     source: usize,
     t: usize,
     rows: &[KeyRows],
@@ -218,70 +217,87 @@ fn plan(
     let mut gone = Vec::new();
     for r in rows {
         let (have, here) = (r.hashes[source], r.hashes[t]);
-        if have == here {
-            continue;
-        }
-        let parsed: Map<String, Json> = serde_json::from_str(&r.key)?;
         match (have, here) {
-            (None, Some(h)) => {
-                deletes.push((r.key.clone(), values(&target.table, &parsed, true), h))
-            }
-            (Some(_), here) => match images.get(&r.key) {
-                None => gone.push(r.key.clone()),
-                Some(img) => {
-                    let v = values(&target.table, img, false);
-                    match here {
-                        None => inserts.push((r.key.clone(), v, 0)),
-                        Some(h) => updates.push((r.key.clone(), v, h)),
-                    }
-                }
+            _ if have == here => {}
+            (None, Some(h)) => deletes.push((r.key.clone(), serde_json::from_str(&r.key)?, h)),
+            (Some(_), here) => match (images.get(&r.key), here) {
+                (None, _) => gone.push(r.key.clone()),
+                (Some(img), None) => inserts.push((r.key.clone(), img.clone(), 0)),
+                (Some(img), Some(h)) => updates.push((r.key.clone(), img.clone(), h)),
             },
             (None, None) => {}
         }
     }
     let mut planned = Vec::new();
-    let table = &target.table;
+    for (kind, batch) in [
+        ("delete", deletes),
+        ("update", updates),
+        ("insert", inserts),
+    ] {
+        let images: Vec<(Map<String, Json>, i32)> =
+            batch.iter().map(|(_, img, h)| (img.clone(), *h)).collect();
+        if let Some(sql) = render_statement(&target.table, kind, &images).with_context(|| {
+            format!(
+                "node {}: rendering a repair of {}",
+                target.node, target.table.logical
+            )
+        })? {
+            let keys = batch.into_iter().map(|(k, _, _)| k).collect();
+            planned.push(Planned { kind, sql, keys });
+        }
+    }
+    Ok((planned, gone))
+}
+
+/// One repair statement (`delete`, `update` or `insert`) of `ops/repair.sql` for a table: rows are
+/// row images (a key's columns suffice for delete) with the row hash each row must still have
+/// there (update, delete). None when there is nothing to do.
+pub fn render_statement(
+    table: &TableOn,
+    kind: &str,
+    rows: &[(Map<String, Json>, i32)],
+) -> Result<Option<String>> {
     let update_columns: Vec<String> = table
         .columns
         .iter()
         .filter(|c| !table.key.iter().any(|k| k.name == c.name))
         .map(|c| c.name.clone())
         .collect();
-    for (kind, batch) in [
-        ("delete", deletes),
-        ("update", updates),
-        ("insert", inserts),
-    ] {
-        if batch.is_empty() || (kind == "update" && update_columns.is_empty()) {
-            continue;
-        }
-        let keys = batch.iter().map(|(k, _, _)| k.clone()).collect();
-        let rows: Vec<_> = batch
-            .into_iter()
-            .map(|(_, values, hash)| context! { values, hash })
-            .collect();
-        let sql = render::render(
-            "ops/repair.sql",
-            &context! {
-                query => kind,
-                table => safe(table.name.sql()),
-                key => column_values(&table.key),
-                columns => column_values(&table.columns),
-                update_columns => update_columns.clone(),
-                overriding => table.columns.iter().any(|c| c.identity_always),
-                hash_alias => names::free_alias("repctl_hash", &table.column_names()),
-                rows,
-            },
-        )
-        .with_context(|| {
-            format!(
-                "node {source_node}: rendering a repair of {}",
-                table.logical
-            )
-        })?;
-        planned.push(Planned { kind, sql, keys });
+    if rows.is_empty() || (kind == "update" && update_columns.is_empty()) {
+        return Ok(None);
     }
-    Ok((planned, gone))
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|(image, hash)| context! { values => values(table, image, kind == "delete"), hash })
+        .collect();
+    render::render(
+        "ops/repair.sql",
+        &context! {
+            query => kind,
+            table => safe(table.name.sql()),
+            key => column_values(&table.key),
+            columns => column_values(&table.columns),
+            update_columns,
+            overriding => table.columns.iter().any(|c| c.identity_always),
+            hash_alias => names::free_alias("repctl_hash", &table.column_names()),
+            rows,
+        },
+    )
+    .map(Some)
+}
+
+/// What starts a node's repair transaction: replication suppressed, text forms pinned.
+pub fn render_begin(node: &str, logical: &str, source: &str) -> Result<String> {
+    render::render(
+        "ops/repair.sql",
+        &context! {
+            query => "begin",
+            node,
+            name => logical,
+            source,
+            text_settings => db::TEXT_SETTINGS.to_vec(),
+        },
+    )
 }
 
 fn column_values(columns: &[crate::catalog::Column]) -> Vec<minijinja::Value> {
@@ -291,7 +307,7 @@ fn column_values(columns: &[crate::catalog::Column]) -> Vec<minijinja::Value> {
         .collect()
 }
 
-/// A row's values (or only its key's) in the target's column order, each with its type there.
+/// A row's values (or only its key's) in the table's column order, each with its type there.
 fn values(table: &TableOn, image: &Map<String, Json>, key_only: bool) -> Vec<minijinja::Value> {
     let columns = if key_only { &table.key } else { &table.columns };
     columns
@@ -306,19 +322,6 @@ fn values(table: &TableOn, image: &Map<String, Json>, key_only: bool) -> Vec<min
         .collect()
 }
 
-fn begin(side: &Side<'_>, source_node: &str) -> Result<String> {
-    render::render(
-        "ops/repair.sql",
-        &context! {
-            query => "begin",
-            node => side.node.clone(),
-            name => side.table.logical.clone(),
-            source => source_node,
-            text_settings => db::TEXT_SETTINGS.to_vec(),
-        },
-    )
-}
-
 /// Runs one node's batch in one transaction; returns, per statement, the keys it changed.
 fn apply(
     side: &mut Side<'_>,
@@ -329,7 +332,7 @@ fn apply(
         "node {}: repairing {} from node {source_node} (nothing of this batch was changed there)",
         side.node, side.table.logical
     );
-    let setup = begin(side, source_node)?;
+    let setup = render_begin(&side.node, &side.table.logical, source_node)?;
     let mut tx = side.client.transaction().context(what.clone())?;
     tx.batch_execute(&setup).context(what.clone())?;
     let mut changed = Vec::new();

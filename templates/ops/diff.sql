@@ -32,13 +32,13 @@ hashtext(row({% for c in columns %}{{ a | qi }}.{{ c | qi }}{% if not loop.last 
 {% if query == "bounds" %}
 -- Every ${{ step }}th key from the lower bound on, up to ${{ limit }} rows: the starts of blocks.
 select {{ keyjson("s") }}::text
-  from (select {{ keycols("t") }}, row_number() over (order by {{ keycols("t") }}) as rn
+  from (select {{ keycols("t") }}, row_number() over (order by {{ keycols("t") }}) as repctl_rn
           from only {{ table }} as t
          where true{{ range("t") }}
          order by {{ keycols("t") }}
          limit ${{ limit }}) as s
- where (s.rn - 1) % ${{ step }} = 0
- order by s.rn
+ where (s.repctl_rn - 1) % ${{ step }} = 0
+ order by s.repctl_rn
 {% elif query == "range_sum" %}
 select count(*)::int8, coalesce(sum({{ hash("t") }}), 0)::int8
   from only {{ table }} as t

@@ -99,13 +99,14 @@ impl Params {
     }
 }
 
-/// Placeholder numbers a query's template refers to.
-#[derive(Default)]
-struct Slots {
-    lo: Option<i64>,
-    hi: Option<i64>,
-    limit: Option<i64>,
-    step: Option<i64>,
+/// Placeholder numbers a query's template refers to: a range's bounds, and the bounds query's
+/// row limit and step.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Slots {
+    pub lo: Option<i64>,
+    pub hi: Option<i64>,
+    pub limit: Option<i64>,
+    pub step: Option<i64>,
 }
 
 impl Slots {
@@ -116,6 +117,29 @@ impl Slots {
             ..Slots::default()
         }
     }
+}
+
+/// Renders a query of `ops/diff.sql` for a table.
+pub fn render_query(table: &TableOn, query: &str, slots: &Slots) -> Result<String> {
+    let key: Vec<_> = table
+        .key
+        .iter()
+        .map(|c| context! { name => c.name.clone(), type => safe(c.type_sql.clone()) })
+        .collect();
+    render::render(
+        "ops/diff.sql",
+        &context! {
+            query,
+            table => safe(table.name.sql()),
+            key,
+            columns => table.column_names(),
+            where => table.where_clause.clone().map(safe),
+            lo => slots.lo,
+            hi => slots.hi,
+            limit => slots.limit,
+            step => slots.step,
+        },
+    )
 }
 
 /// A node's connection and its copy of the table.
@@ -145,28 +169,8 @@ impl<'c> Side<'c> {
         })
     }
 
-    /// Renders a query of `ops/diff.sql` for this node's table.
     fn sql(&self, query: &str, slots: &Slots) -> Result<String> {
-        let key: Vec<_> = self
-            .table
-            .key
-            .iter()
-            .map(|c| context! { name => c.name.clone(), type => safe(c.type_sql.clone()) })
-            .collect();
-        render::render(
-            "ops/diff.sql",
-            &context! {
-                query,
-                table => safe(self.table.name.sql()),
-                key,
-                columns => self.table.column_names(),
-                where => self.table.where_clause.clone().map(safe),
-                lo => slots.lo,
-                hi => slots.hi,
-                limit => slots.limit,
-                step => slots.step,
-            },
-        )
+        render_query(&self.table, query, slots)
     }
 
     fn context(&self, what: &str) -> String {

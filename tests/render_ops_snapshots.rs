@@ -1,0 +1,113 @@
+//! The rendered SQL of verify --rows, repair and the initial copy, as exact text, for a table with
+//! awkward names, a two-column key and a `--where` condition (`cargo insta review` on change).
+
+use repctl::catalog::{Column, TableName};
+use repctl::install::copy::render_copy;
+use repctl::ops::diff::side::{Slots, TableOn, render_query};
+use repctl::ops::repair::{render_begin, render_statement};
+use serde_json::{Map, Value};
+
+fn table() -> TableOn {
+    let col = |name: &str, ty: &str| Column {
+        name: name.into(),
+        type_sql: ty.into(),
+        identity_always: false,
+    };
+    TableOn {
+        logical: "My Schema.Odd, Name".into(),
+        name: TableName {
+            schema: "My Schema".into(),
+            table: "Odd, Name".into(),
+        },
+        columns: vec![
+            col("k 1", "integer"),
+            col("K\"2", "text"),
+            col("v", "timestamp(0) without time zone"),
+            col("repctl_hash", "bytea"),
+        ],
+        key: vec![col("k 1", "integer"), col("K\"2", "text")],
+        where_clause: Some("\"k 1\" > 0".into()),
+    }
+}
+
+#[test]
+fn diff_queries() {
+    let t = table();
+    let mut all = String::new();
+    for (query, slots) in [
+        (
+            "bounds",
+            Slots {
+                lo: Some(1),
+                hi: Some(2),
+                limit: Some(3),
+                step: Some(4),
+            },
+        ),
+        (
+            "range_rows",
+            Slots {
+                lo: Some(1),
+                ..Slots::default()
+            },
+        ),
+        ("range_sum", Slots::default()),
+        ("blocks_sum", Slots::default()),
+        ("recheck", Slots::default()),
+        ("images", Slots::default()),
+        ("queued", Slots::default()),
+    ] {
+        all.push_str(&format!("-- ===== {query}\n"));
+        all.push_str(&render_query(&t, query, &slots).unwrap());
+    }
+    insta::assert_snapshot!("diff_queries", all);
+}
+
+fn image(pairs: &[(&str, Option<&str>)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.map_or(Value::Null, |v| v.into())))
+        .collect()
+}
+
+#[test]
+fn repair_statements() {
+    let t = table();
+    let row = image(&[
+        ("k 1", Some("7")),
+        ("K\"2", Some("it's \\ odd")),
+        ("v", Some("2020-01-01 00:00:00")),
+        ("repctl_hash", None),
+    ]);
+    let key = image(&[("k 1", Some("8")), ("K\"2", Some("x"))]);
+    let mut all = render_begin("remote", &t.logical, "local").unwrap();
+    all.push_str(
+        &render_statement(&t, "delete", &[(key, -5)])
+            .unwrap()
+            .unwrap(),
+    );
+    all.push_str(
+        &render_statement(&t, "update", &[(row.clone(), 42)])
+            .unwrap()
+            .unwrap(),
+    );
+    all.push_str(
+        &render_statement(&t, "insert", &[(row, 0)])
+            .unwrap()
+            .unwrap(),
+    );
+    assert!(render_statement(&t, "insert", &[]).unwrap().is_none());
+    insta::assert_snapshot!("repair_statements", all);
+}
+
+#[test]
+fn copy_statements() {
+    let t = table();
+    let columns = t.column_names();
+    let mut all = String::new();
+    for query in ["has_rows", "count", "lock", "empty", "copy_out", "copy_in"] {
+        all.push_str(&render_copy(query, &t.name, &columns, t.where_clause.as_deref()).unwrap());
+    }
+    all.push_str(&render_copy("empty", &t.name, &columns, None).unwrap());
+    insta::assert_snapshot!("copy_statements", all);
+}
