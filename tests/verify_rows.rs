@@ -250,3 +250,49 @@ fn changes_in_transit_are_not_differences() {
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
     });
 }
+
+/// Odd names, and columns named like the aliases the generated queries use.
+#[test]
+fn odd_names_and_alias_like_columns() {
+    let s = Setup::pair(Layout::OneCluster);
+    for n in &s.nodes {
+        n.exec(
+            r#"create schema "My Schema";
+               create table "My Schema"."Odd, Name" ("k 1" int, t text, c int, k text, b int, r text, i int,
+                 v text, s text, l text, q text, n int, h int, repctl_rn int, repctl_hash int,
+                 primary key ("k 1", t));
+               insert into "My Schema"."Odd, Name"
+               select g, 'x' || (g % 3), g, 'k', g, 'r', g, 'v', 's', 'l', 'q', g, g, g, g
+                 from generate_series(1, 3000) g"#,
+        );
+    }
+    s.repctl_ok(&["init"], 0);
+    s.repctl_ok(
+        &[
+            "add-table",
+            r#""My Schema"."Odd, Name""#,
+            "--where",
+            "c > 0 and k = 'k'",
+        ],
+        0,
+    );
+    plant(
+        s.node("remote"),
+        r#"update "My Schema"."Odd, Name" set h = -1 where "k 1" = 10;
+           delete from "My Schema"."Odd, Name" where "k 1" = 2000;
+           insert into "My Schema"."Odd, Name" values (-7, 'y', 1, 'k', 0, '', 0, '', '', '', '', 0, 0, 0, 0)"#,
+    );
+    let (listed, report) = rows(&s, r#""My Schema"."Odd, Name""#, 1);
+    let keys: Vec<&String> = listed.keys().collect();
+    assert_eq!(
+        keys,
+        [
+            r#"{"k 1":"-7","t":"y"}"#,
+            r#"{"k 1":"10","t":"x1"}"#,
+            r#"{"k 1":"2000","t":"x2"}"#
+        ],
+        "{report}"
+    );
+    s.repctl_ok(&["repair", "--from", "local"], 0);
+    s.repctl_ok(&["verify"], 0);
+}
