@@ -181,24 +181,40 @@ fn copy_locked(
         format!("node {source}: installing {logical} failed; no node was changed (the SQL is shown by --dry-run)")
     })?;
     tx.commit()?;
-    let copied = stream(src, &mut open, source, logical, progress).and_then(|(rows, snapshot)| {
-        for (node, tx, _) in open.drain(..) {
-            tx.commit()
-                .with_context(|| format!("node {node}: committing the copy"))?;
+    let mut copied = None;
+    let mut committed: Vec<&str> = Vec::new();
+    let failed = match stream(src, &mut open, source, logical, progress) {
+        Err(e) => Some(e),
+        Ok(c) => {
+            copied = Some(c);
+            open.drain(..).find_map(|(node, tx, _)| match tx.commit() {
+                Ok(()) => {
+                    committed.push(node);
+                    None
+                }
+                Err(e) => {
+                    Some(anyhow::Error::new(e).context(format!("node {node}: committing the copy")))
+                }
+            })
         }
-        Ok((rows, snapshot))
-    });
-    let (rows, snapshot) = match copied {
-        Ok(c) => c,
-        Err(e) => {
-            drop(open);
+    };
+    if let Some(e) = failed {
+        // The peers not committed roll back as their transactions drop.
+        drop(open);
+        if committed.is_empty() {
             uninstall(src, source, logical, local);
             return Err(e.context(format!(
                 "copying {logical} from node {source} failed; the peers were not changed and {logical} \
                  was removed from node {source} again"
             )));
         }
-    };
+        return Err(e.context(format!(
+            "copying {logical} from node {source} failed after node(s) {} committed it; run \
+             `repctl remove-table {logical} --force`, then add it again with --copy-from {source} --truncate-peers",
+            committed.join(", ")
+        )));
+    }
+    let (rows, snapshot) = copied.expect("the copy succeeded");
     // Step 5: what the copy already holds must not be delivered again.
     let mut pruned = 0;
     for peer in scripts
