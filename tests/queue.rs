@@ -24,16 +24,7 @@ fn pending(s: &Setup, from: &str, to: &str) -> i64 {
 fn seed_pair_on_own_clusters() -> Setup {
     let mut s = Setup::owned(&["local", "remote"], true);
     s.seed_tables();
-    s.repctl_ok(&["init"], 0);
-    s.repctl_ok(
-        &[
-            "add-table",
-            "local.loc_test",
-            "--map",
-            "remote=remote.rmt_test",
-        ],
-        0,
-    );
+    s.replicate_seed_tables();
     s
 }
 

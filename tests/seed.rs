@@ -15,16 +15,7 @@ fn seed_setup(layout: Layout) -> Setup {
 /// Steps 1 and 2 of the seed's test section, written by the non-superuser owners.
 fn seed_steps(layout: Layout) {
     let s = seed_setup(layout);
-    s.repctl_ok(&["init"], 0);
-    s.repctl_ok(
-        &[
-            "add-table",
-            "local.loc_test",
-            "--map",
-            "remote=remote.rmt_test",
-        ],
-        0,
-    );
+    s.replicate_seed_tables();
     for (writer, table) in TABLES {
         let mut c = s.node(writer).login(
             writer,
@@ -86,16 +77,7 @@ fn seed_steps_two_clusters() {
 #[test]
 fn bulk_insert_is_one_remote_round_trip_not_one_commit_per_row() {
     let s = seed_setup(Layout::TwoClusters);
-    s.repctl_ok(&["init"], 0);
-    s.repctl_ok(
-        &[
-            "add-table",
-            "local.loc_test",
-            "--map",
-            "remote=remote.rmt_test",
-        ],
-        0,
-    );
+    s.replicate_seed_tables();
     let commits = |s: &Setup| {
         s.node("remote")
             .count("select xact_commit from pg_stat_database where datname = current_database()")
@@ -245,16 +227,7 @@ fn url_dsns_work() {
 #[test]
 fn status_reports_nodes_tables_and_missing_objects() {
     let s = seed_setup(Layout::TwoClusters);
-    s.repctl_ok(&["init"], 0);
-    s.repctl_ok(
-        &[
-            "add-table",
-            "local.loc_test",
-            "--map",
-            "remote=remote.rmt_test",
-        ],
-        0,
-    );
+    s.replicate_seed_tables();
     let status: serde_json::Value =
         serde_json::from_str(&s.repctl_ok(&["status", "--json"], 0)).unwrap();
     assert_eq!(status["complete"], true);

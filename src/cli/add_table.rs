@@ -3,10 +3,11 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 
 use super::bar::Bar;
+use super::output::install_or_print;
 use crate::catalog::TableName;
 use crate::config::Config;
 use crate::install::table::{self, AddTable, ConflictRule, Mode, OnPeerFailure};
-use crate::install::{self, copy, init};
+use crate::install::{copy, init};
 
 /// Replicate a table between all nodes: reads its primary key, installs capture triggers and the apply function.
 #[derive(Debug, clap::Args)]
@@ -89,12 +90,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
                 println!("left queued: {why}");
             }
             for node in &config.nodes {
-                println!(
-                    "node {}: replicating {} as {}",
-                    node.name,
-                    req.local_name(&node.name),
-                    req.name
-                );
+                println!("node {}: {}", node.name, replicating(&req, &node.name));
             }
             return Ok(super::EXIT_OK);
         }
@@ -104,18 +100,11 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         );
     }
     let scripts = table::add_scripts(&mut clients, &req, false)?;
-    if args.dry_run {
-        install::print_scripts(&scripts);
-        return Ok(super::EXIT_OK);
-    }
-    install::run_scripts(&mut clients, &scripts)?;
-    for node in &config.nodes {
-        println!(
-            "node {}: replicating {} as {}",
-            node.name,
-            req.local_name(&node.name),
-            req.name
-        );
-    }
-    Ok(super::EXIT_OK)
+    install_or_print(&mut clients, &scripts, args.dry_run, |node| {
+        replicating(&req, node)
+    })
+}
+
+fn replicating(req: &AddTable, node: &str) -> String {
+    format!("replicating {} as {}", req.local_name(node), req.name)
 }

@@ -294,6 +294,20 @@ impl Setup {
         ]);
     }
 
+    /// `repctl init`, then the seed's tables replicated as in its article (`--map`).
+    pub fn replicate_seed_tables(&self) {
+        self.repctl_ok(&["init"], 0);
+        self.repctl_ok(
+            &[
+                "add-table",
+                "local.loc_test",
+                "--map",
+                "remote=remote.rmt_test",
+            ],
+            0,
+        );
+    }
+
     pub fn node(&self, name: &str) -> &Node {
         self.nodes
             .iter()
