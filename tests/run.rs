@@ -21,17 +21,37 @@ fn mesh(names: &[&'static str], mode: &str) -> Setup {
     s
 }
 
-fn start_run(s: &Setup, extra: &[&str]) -> Child {
-    Command::new(assert_cmd::cargo::cargo_bin("repctl"))
-        .arg("--config")
-        .arg(&s.config)
-        .arg("run")
-        .args(["--stats-every", "1"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start repctl run")
+/// A running `repctl run`, killed if a test fails before stopping it (else it would outlive the test).
+struct Run(Option<Child>);
+
+impl Run {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("running")
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start_run(s: &Setup, extra: &[&str]) -> Run {
+    Run(Some(
+        Command::new(assert_cmd::cargo::cargo_bin("repctl"))
+            .arg("--config")
+            .arg(&s.config)
+            .arg("run")
+            .args(["--stats-every", "1"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start repctl run"),
+    ))
 }
 
 fn total_pending(s: &Setup) -> Option<i64> {
@@ -57,7 +77,8 @@ fn wait_drained(s: &Setup, within: Duration) {
     }
 }
 
-fn stop_run(mut child: Child) -> String {
+fn stop_run(mut run: Run) -> String {
+    let mut child = run.0.take().expect("running");
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let status = child.wait().unwrap();
@@ -157,8 +178,8 @@ fn run_killed_mid_backlog_then_restarted() {
     a.exec("update m set n = n + 1 where id % 2 = 0");
     let mut run = start_run(&s, &["--batch-size", "1000"]);
     std::thread::sleep(Duration::from_millis(700));
-    run.kill().unwrap();
-    run.wait().unwrap();
+    run.child().kill().unwrap();
+    run.child().wait().unwrap();
     let left = total_pending(&s).unwrap();
     eprintln!("left after kill -9: {left}");
     let run = start_run(&s, &["--batch-size", "1000"]);
