@@ -272,6 +272,9 @@ pub struct Sample {
     /// Seconds from the commit (W5: from pgbench's end) until the peer was equal.
     pub lag: Option<f64>,
     pub drain: Option<DrainSample>,
+    /// Sync mode only: changes the commit left queued (the flush gave up on the peer); the bench
+    /// drained them, so `lag` includes that drain.
+    pub fell_back: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -345,14 +348,16 @@ pub fn run(opts: &Opts) -> Result<Report> {
         }
     };
     let origin = Cluster::start(&settings(&[])).context("starting the origin cluster")?;
+    stop_when_process_exits(&origin);
     let peer = Cluster::start(&settings(&[("track_commit_timestamp", "on")]))
         .context("starting the peer cluster")?;
+    stop_when_process_exits(&peer);
     let publisher =
         if deliveries.contains(&Delivery::Native) || deliveries.contains(&Delivery::NativeSync) {
-            Some(
-                Cluster::start(&settings(&[("wal_level", "logical")]))
-                    .context("starting the publisher cluster")?,
-            )
+            let c = Cluster::start(&settings(&[("wal_level", "logical")]))
+                .context("starting the publisher cluster")?;
+            stop_when_process_exits(&c);
+            Some(c)
         } else {
             None
         };
@@ -455,6 +460,47 @@ pub fn run(opts: &Opts) -> Result<Report> {
         started: started_at,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// A bench killed by a signal (Ctrl-C) never drops its clusters: a watcher process stops the
+/// server and removes its directory once this process is gone (a no-op after a normal drop).
+fn stop_when_process_exits(c: &Cluster) {
+    let Ok(bindir) = repctl::cluster::pg_bindir() else {
+        return;
+    };
+    let data = c.data_dir().to_path_buf();
+    let Some(root) = data.parent().map(Path::to_path_buf) else {
+        return;
+    };
+    let as_root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    });
+    let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+         if [ -f {pidfile} ]; then {runas}{pg_ctl} stop -m immediate -D {data} >/dev/null 2>&1; fi; \
+         rm -rf {root}",
+        pid = std::process::id(),
+        pidfile = quote(&data.join("postmaster.pid")),
+        runas = if as_root {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        },
+        pg_ctl = quote(&bindir.join("pg_ctl")),
+        data = quote(&data),
+        root = quote(&root),
+    );
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
 }
 
 /// W1-W4 for one N.
@@ -765,10 +811,52 @@ impl<'a> Ctx<'a> {
     }
 
     /// After a commit on the origin: what the delivery does to get the change to the peer.
-    fn deliver(&self, env: &mut Env) -> Result<Option<DrainSample>> {
-        if env.delivery != Delivery::AsyncDrain {
-            return Ok(None);
+    /// After a commit on the origin: what the delivery does to get the change to the peer. For
+    /// sync mode, that is nothing, unless the commit left changes queued (the peer did not take
+    /// them in time); then they are drained, and counted.
+    fn deliver(&self, env: &mut Env) -> Result<(Option<DrainSample>, i64)> {
+        match env.delivery {
+            Delivery::AsyncDrain => Ok((Some(self.drain(env)?), 0)),
+            Delivery::Sync => {
+                let queued: i64 = env
+                    .writer
+                    .query_one("select count(*) from repctl.queue where peer = 'peer'", &[])?
+                    .get(0);
+                if queued == 0 {
+                    return Ok((None, 0));
+                }
+                // The flush gave up on the peer, but the peer's session may still be applying
+                // the abandoned batch (holding its row locks): a drain now would wait on them.
+                let peer = env.peer.as_mut().expect("peer session");
+                let deadline = Instant::now() + self.opts.sizes.timeout;
+                let waited = Instant::now();
+                loop {
+                    let busy: i64 = peer
+                        .query_one(
+                            "select count(*) from pg_stat_activity where datname = current_database() \
+                             and pid <> pg_backend_pid() and state <> 'idle'",
+                            &[],
+                        )?
+                        .get(0);
+                    if busy == 0 || Instant::now() > deadline {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if self.opts.verbose {
+                    eprintln!(
+                        "repctl sync: the commit left {queued} change(s) queued (see the origin's \
+                         log); the peer's session was busy {:.1} s more; draining them",
+                        waited.elapsed().as_secs_f64()
+                    );
+                }
+                Ok((Some(self.drain(env)?), queued))
+            }
+            _ => Ok((None, 0)),
         }
+    }
+
+    fn drain(&self, env: &mut Env) -> Result<DrainSample> {
         let config = env.config.as_ref().expect("repctl config");
         let t = Instant::now();
         let out = self.repctl.ok(
@@ -785,11 +873,11 @@ impl<'a> Ctx<'a> {
         if !pair["error"].is_null() {
             bail!("drain: {}", pair["error"]);
         }
-        Ok(Some(DrainSample {
+        Ok(DrainSample {
             changes: pair["delivered"].as_i64().unwrap_or(0),
             seconds: pair["seconds"].as_f64().unwrap_or(wall),
             wall,
-        }))
+        })
     }
 
     /// Waits until the peer's table matches `want`. The checksum is taken again when a transaction
@@ -875,7 +963,7 @@ impl<'a> Ctx<'a> {
         tx.commit()?;
         let write = (statement + t.elapsed()).as_secs_f64();
         let committed = Instant::now();
-        let drain = self.deliver(env)?;
+        let (drain, fell_back) = self.deliver(env)?;
         self.wait_equal(env, "bench.t", want)?;
         self.profile_report(env, &w.describe(n))?;
         Ok(Sample {
@@ -886,6 +974,7 @@ impl<'a> Ctx<'a> {
             value: write,
             lag: (env.delivery != Delivery::None).then(|| committed.elapsed().as_secs_f64()),
             drain,
+            fell_back,
         })
     }
 
@@ -910,7 +999,7 @@ impl<'a> Ctx<'a> {
             self.opts.sizes.w5_seconds,
         )?;
         let ended = Instant::now();
-        let drain = self.deliver(env)?;
+        let (drain, fell_back) = self.deliver(env)?;
         let want = checksum(&mut env.writer, "bench.w5")?;
         self.wait_equal(env, "bench.w5", want)?;
         self.profile_report(env, &Workload::W5.describe(rows))?;
@@ -922,6 +1011,7 @@ impl<'a> Ctx<'a> {
             value: tps,
             lag: (env.delivery != Delivery::None).then(|| ended.elapsed().as_secs_f64()),
             drain,
+            fell_back,
         })
     }
 
@@ -1214,10 +1304,11 @@ impl Report {
                         let lag = self.lag(d, w, n);
                         let _ = writeln!(
                             md,
-                            "| {} | {} | {} | {} | {} | {} |",
+                            "| {} | {} | {}{} | {} | {} | {} |",
                             w.describe(n),
                             d.label(),
                             secs(v),
+                            self.fell_back_mark(d, w, n),
                             self.ratio(d, w, n)
                                 .map_or("-".into(), |r| format!("{r:.2}")),
                             lag.map_or("-".into(), secs),
@@ -1226,6 +1317,7 @@ impl Report {
                     }
                 }
             }
+            md.push_str(&self.fell_back_note(false));
             md.push('\n');
         }
 
@@ -1250,13 +1342,15 @@ impl Report {
                 };
                 let _ = writeln!(
                     md,
-                    "| {} | {v:.0} | {} | {} |",
+                    "| {} | {v:.0}{} | {} | {} |",
                     d.label(),
+                    self.fell_back_mark(d, Workload::W5, rows),
                     self.ratio(d, Workload::W5, rows)
                         .map_or("-".into(), |r| format!("{r:.2}")),
                     self.lag(d, Workload::W5, rows).map_or("-".into(), secs),
                 );
             }
+            md.push_str(&self.fell_back_note(true));
             md.push('\n');
         }
 
@@ -1351,6 +1445,32 @@ impl Report {
             md.push('\n');
         }
         md
+    }
+
+    /// " †k/n" when the sync commit left changes queued in k of n runs.
+    fn fell_back_mark(&self, d: Delivery, w: Workload, n: i64) -> String {
+        let all = self.find(d, w, n).count();
+        let fell = self.find(d, w, n).filter(|s| s.fell_back > 0).count();
+        if fell == 0 {
+            String::new()
+        } else {
+            format!(" †{fell}/{all}")
+        }
+    }
+
+    fn fell_back_note(&self, w5: bool) -> String {
+        if self
+            .samples
+            .iter()
+            .any(|s| s.fell_back > 0 && (s.workload == Workload::W5) == w5)
+        {
+            "\n† runs in which repctl sync's commit gave up on the peer (its flush deadline passed, a \
+             warning was raised) and left the transaction's changes queued; the bench then ran \
+             `repctl drain`, which the peer-equal time includes.\n"
+                .into()
+        } else {
+            String::new()
+        }
     }
 
     /// " (label: ratio)" of a reference delivery, for the targets table.
@@ -1510,7 +1630,7 @@ fn thousands(n: i64) -> String {
     let s = n.abs().to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
