@@ -372,8 +372,41 @@ fn column_values(columns: &[Column]) -> Vec<Value> {
         .collect()
 }
 
-fn text_settings() -> Vec<(&'static str, &'static str)> {
-    db::TEXT_SETTINGS.to_vec()
+/// The text settings the replicated columns' text forms depend on. Each SET clause costs on every
+/// call of the generated functions, so a table of integers and text pins none; a type repctl does
+/// not know (an enum, a domain, a range, a composite) pins them all.
+fn text_settings(columns: &[Column]) -> Vec<(&'static str, &'static str)> {
+    let mut wanted: Vec<&str> = Vec::new();
+    for c in columns {
+        // The type without its modifier, e.g. "timestamp(3) with time zone" -> "timestamp with time zone".
+        let mut depth = 0;
+        let base: String = c
+            .type_sql
+            .trim_end_matches("[]")
+            .chars()
+            .filter(|ch| {
+                depth += i32::from(*ch == '(') - i32::from(*ch == ')');
+                depth == 0 && *ch != ')'
+            })
+            .collect();
+        let needs: &[&str] = match base.trim() {
+            "integer" | "bigint" | "smallint" | "text" | "character varying" | "character"
+            | "boolean" | "numeric" | "uuid" | "json" | "jsonb" | "oid" | "inet" | "cidr"
+            | "macaddr" | "name" => &[],
+            "date" | "timestamp without time zone" | "time without time zone" => &["datestyle"],
+            "timestamp with time zone" | "time with time zone" => &["datestyle", "timezone"],
+            "interval" => &["intervalstyle"],
+            "real" | "double precision" => &["extra_float_digits"],
+            "bytea" => &["bytea_output"],
+            _ => return db::TEXT_SETTINGS.to_vec(),
+        };
+        wanted.extend(needs);
+    }
+    db::TEXT_SETTINGS
+        .iter()
+        .filter(|(name, _)| wanted.contains(name))
+        .copied()
+        .collect()
 }
 
 /// `columns` is the reference node's column order, used on every node so hashes compare.
@@ -422,7 +455,7 @@ pub fn render_add(
             conflict_column => req.conflict_column.clone(),
             node_priority => req.node_priority.clone(),
             versioned => req.conflict.versioned(),
-            text_settings => text_settings(),
+            text_settings => text_settings(columns),
         },
     )
 }
@@ -489,4 +522,38 @@ pub fn remove_scripts(
         bail!("table {logical} is not replicated on any node (see `repctl status`)");
     }
     Ok(scripts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(type_sql: &str) -> Column {
+        Column {
+            name: "c".into(),
+            type_sql: type_sql.into(),
+            identity_always: false,
+        }
+    }
+
+    #[test]
+    fn settings_follow_the_column_types() {
+        let names = |types: &[&str]| -> Vec<&str> {
+            text_settings(&types.iter().map(|t| col(t)).collect::<Vec<_>>())
+                .iter()
+                .map(|(n, _)| *n)
+                .collect()
+        };
+        assert!(names(&["integer", "text", "numeric(10,2)", "character varying(5)[]"]).is_empty());
+        assert_eq!(names(&["timestamp(0) without time zone"]), ["datestyle"]);
+        assert_eq!(
+            names(&["timestamp(3) with time zone"]),
+            ["datestyle", "timezone"]
+        );
+        assert_eq!(
+            names(&["double precision", "bytea"]),
+            ["extra_float_digits", "bytea_output"]
+        );
+        assert_eq!(names(&["public.mood"]).len(), db::TEXT_SETTINGS.len());
+    }
 }

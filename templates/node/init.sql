@@ -196,11 +196,14 @@ end
 $fn$;
 
 -- Called by every capture trigger in synchronous mode: asks for one flush at commit per transaction.
+-- Called before the first captured statement of a transaction; remembers a sequence value below
+-- all of this transaction's changes, so the flush finds them (and older ones) by index range.
 create or replace function repctl.arm_flush() returns void
 language plpgsql security definer set search_path = pg_catalog, pg_temp as $fn$
 begin
   if current_setting('repctl.flush_armed', true) is distinct from 'on' then
     perform set_config('repctl.flush_armed', 'on', true);
+    perform set_config('repctl.flush_from', nextval('repctl.queue_seq')::text, true);
     insert into repctl.flush_request values (pg_current_xact_id()) on conflict do nothing;
   end if;
 end
@@ -219,6 +222,8 @@ declare
   v_strict boolean;
   v_conn text;
   v_deadline timestamptz;
+  v_spin_until timestamptz;
+  v_from bigint := current_setting('repctl.flush_from')::bigint;
 begin
   delete from repctl.flush_request where xid = v_me;
   -- SERIALIZABLE commits can still fail after this point; their changes wait for a drain instead.
@@ -227,7 +232,8 @@ begin
   end if;
   for v_peer in select name, server from repctl.peer order by name loop
     -- Changes queued earlier for this peer go first (the seed's section 3 reordering).
-    if exists (select from repctl.queue q where q.peer = v_peer.name and q.xid <> v_me) then
+    if exists (select from repctl.queue q where q.peer = v_peer.name and q.seq < v_from)
+       or exists (select from repctl.queue q where q.peer = v_peer.name and q.seq > v_from and q.xid <> v_me) then
       perform pg_notify('repctl', v_peer.name);
       continue;
     end if;
@@ -236,7 +242,7 @@ begin
            bool_or(t.on_peer_failure = 'error')
       into v_payload, v_seqs, v_strict
       from repctl.queue q join repctl.tables t on t.name = q.tbl
-     where q.peer = v_peer.name and q.xid = v_me;
+     where q.peer = v_peer.name and q.seq > v_from and q.xid = v_me;
     continue when v_payload is null;
     -- The server name is derived to fit in 63 bytes, as dblink's connection names must.
     v_conn := v_peer.server;
@@ -250,12 +256,17 @@ begin
       -- Sent asynchronously and awaited with a deadline: a peer that stops answering (frozen,
       -- network gone) must not hang the writer's commit. dblink itself would wait forever.
       perform {{ dblink_schema | qi }}.dblink_send_query(v_conn, format('select repctl.apply(%L, %L::jsonb)', v_origin, v_payload));
+      -- A peer answers within a millisecond or two: poll without sleeping for a while (pg_sleep
+      -- cannot sleep less than about 1 ms), then in 1 ms steps.
+      v_spin_until := clock_timestamp() + interval '5 milliseconds';
       v_deadline := clock_timestamp() + {{ flush_timeout | ql }}::interval;
       while {{ dblink_schema | qi }}.dblink_is_busy(v_conn) = 1 loop
         if clock_timestamp() > v_deadline then
           raise exception 'no answer within %', {{ flush_timeout | ql }};
         end if;
-        perform pg_sleep(0.0002);
+        if clock_timestamp() > v_spin_until then
+          perform pg_sleep(0.001);
+        end if;
       end loop;
       perform from {{ dblink_schema | qi }}.dblink_get_result(v_conn) as applied(n integer);
       -- The empty result that frees the connection for the next query.

@@ -36,6 +36,12 @@ begin
   if current_setting('repctl.applying', true) = 'on' then
     return null;
   end if;
+{% if mode == "sync" %}
+  -- Asks for a flush at commit (once per transaction), before queueing anything.
+  if current_setting('repctl.flush_armed', true) is distinct from 'on' then
+    perform repctl.arm_flush();
+  end if;
+{% endif %}
   if tg_op = 'INSERT' then
     {{ track_open() }}insert into repctl.queue (peer, tbl, op, r)
     select p.name, {{ name | ql }}, 'I', c.r
@@ -62,11 +68,7 @@ begin
     insert into repctl.queue (peer, tbl, op)
     select p.name, {{ name | ql }}, 'T' from repctl.peer p;
   end if;
-{% if mode == "sync" %}
-  if found then
-    perform repctl.arm_flush();
-  end if;
-{% else %}
+{% if mode == "async" %}
   -- Wakes `repctl run` at commit (notifications of one transaction are folded into one).
   if found then
     perform pg_notify('repctl', '');
