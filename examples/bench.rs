@@ -1600,11 +1600,9 @@ pub fn write_markdown(path: &Path, section: &str) -> Result<()> {
     let text = match std::fs::read_to_string(path) {
         Ok(old) => match (old.find(BEGIN_MARK), old.find(END_MARK)) {
             (Some(b), Some(e)) if b < e => {
-                format!(
-                    "{}{generated}{}",
-                    &old[..b],
-                    old[e + END_MARK.len()..].trim_start_matches('\n')
-                )
+                let rest = old[e + END_MARK.len()..].trim_start_matches('\n');
+                let gap = if rest.is_empty() { "" } else { "\n" };
+                format!("{}{generated}{gap}{rest}", &old[..b])
             }
             _ => format!("{}\n{generated}", old.trim_end()),
         },

@@ -68,6 +68,9 @@ fn bench_runs_at_tiny_size() {
     let second = std::fs::read_to_string(&path).unwrap();
     assert!(second.contains("## Run of later"), "{second}");
     assert!(!second.contains("### W5"), "old section replaced: {second}");
-    assert!(second.contains("## Analysis by hand\n\nkept"), "{second}");
+    assert!(
+        second.contains("<!-- bench:end -->\n\n## Analysis by hand\n\nkept"),
+        "{second}"
+    );
     assert!(second.starts_with("# Benchmarks"), "{second}");
 }
