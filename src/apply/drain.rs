@@ -91,7 +91,7 @@ pub fn settle_applied(
         .map(|r| r.get(0));
     let Some(seqs) = seqs else { return Ok(0) };
     Ok(origin.execute(
-        "delete from repctl.queue where peer = $1 and seq = any($2)",
+        "delete from repctl.queue where peer = $1 and seq between ($2::bigint[])[1] and ($2::bigint[])[cardinality($2::bigint[])] and seq = any($2)",
         &[&peer, &seqs],
     )?)
 }
@@ -107,7 +107,7 @@ fn pending(origin: &mut Client, peer: &str) -> Result<i64> {
 
 fn read_batch(origin: &mut Client, peer: &str, size: i64) -> Result<Option<Batch>> {
     let row = origin.query_one(
-        "select jsonb_agg(repctl.change_json(q) order by q.seq)::text, array_agg(q.seq order by q.seq)
+        "select json_agg(repctl.change_json(q) order by q.seq)::text, array_agg(q.seq order by q.seq)
            from repctl.queue q
           where q.peer = $1 and q.seq in (select seq from repctl.queue where peer = $1 order by seq limit $2)",
         &[&peer, &size],
@@ -135,7 +135,7 @@ fn apply_batch(
 fn acknowledge(origin: &mut Client, peer: &str, seqs: &[i64]) -> Result<()> {
     let mut tx = origin.transaction()?;
     tx.execute(
-        "delete from repctl.queue where peer = $1 and seq = any($2)",
+        "delete from repctl.queue where peer = $1 and seq between ($2::bigint[])[1] and ($2::bigint[])[cardinality($2::bigint[])] and seq = any($2)",
         &[&peer, &seqs],
     )?;
     tx.execute(

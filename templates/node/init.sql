@@ -164,9 +164,10 @@ end
 $fn$;
 
 -- A queued change as it travels to a peer.
-create or replace function repctl.change_json(q repctl.queue) returns jsonb
+-- json, not jsonb: batches are built as text to travel, and the peer parses them once.
+create or replace function repctl.change_json(q repctl.queue) returns json
 language sql immutable set search_path = pg_catalog as $fn$
-  select jsonb_build_object('s', q.seq, 't', q.tbl, 'op', q.op, 'r', q.r, 'o', q.o, 'ts', q.ts, 'resolved', q.resolved)
+  select json_build_object('s', q.seq, 't', q.tbl, 'op', q.op, 'r', q.r, 'o', q.o, 'ts', q.ts, 'resolved', q.resolved)
 $fn$;
 
 -- Raised by apply functions of tables with the conflict rule `error`: the pair stops at the change.
@@ -237,8 +238,8 @@ begin
       perform pg_notify('repctl', v_peer.name);
       continue;
     end if;
-    select jsonb_agg(repctl.change_json(q) order by q.seq),
-           array_agg(q.seq),
+    select json_agg(repctl.change_json(q) order by q.seq)::jsonb,
+           array_agg(q.seq order by q.seq),
            bool_or(t.on_peer_failure = 'error')
       into v_payload, v_seqs, v_strict
       from repctl.queue q join repctl.tables t on t.name = q.tbl
@@ -252,13 +253,18 @@ begin
         -- Two nodes flushing changes to the same row at once would wait on each other's row locks
         -- forever; after this the later one gives up and its changes stay queued.
         perform {{ dblink_schema | qi }}.dblink_exec(v_conn, 'set lock_timeout = ''2s''');
+        -- The peer gives up on an apply when this side stops waiting for it; otherwise it could
+        -- still commit (harmless: the changes stay queued and apply idempotently) while holding
+        -- the rows' locks against the drain that delivers them.
+        perform {{ dblink_schema | qi }}.dblink_exec(v_conn,
+          format('set statement_timeout = %L', (extract(epoch from {{ flush_timeout | ql }}::interval) * 1000)::bigint));
       end if;
       -- Sent asynchronously and awaited with a deadline: a peer that stops answering (frozen,
       -- network gone) must not hang the writer's commit. dblink itself would wait forever.
       perform {{ dblink_schema | qi }}.dblink_send_query(v_conn, format('select repctl.apply(%L, %L::jsonb)', v_origin, v_payload));
-      -- A peer answers within a millisecond or two: poll without sleeping for a while (pg_sleep
-      -- cannot sleep less than about 1 ms), then in 1 ms steps.
-      v_spin_until := clock_timestamp() + interval '5 milliseconds';
+      -- A peer answers a small transaction within a millisecond or two: poll without sleeping for
+      -- 2 ms (pg_sleep cannot sleep less than about 1 ms), then in 1 ms steps.
+      v_spin_until := clock_timestamp() + interval '2 milliseconds';
       v_deadline := clock_timestamp() + {{ flush_timeout | ql }}::interval;
       while {{ dblink_schema | qi }}.dblink_is_busy(v_conn) = 1 loop
         if clock_timestamp() > v_deadline then
@@ -271,7 +277,8 @@ begin
       perform from {{ dblink_schema | qi }}.dblink_get_result(v_conn) as applied(n integer);
       -- The empty result that frees the connection for the next query.
       perform from {{ dblink_schema | qi }}.dblink_get_result(v_conn) as done(n integer);
-      delete from repctl.queue where peer = v_peer.name and seq = any (v_seqs);
+      delete from repctl.queue
+       where peer = v_peer.name and seq between v_seqs[1] and v_seqs[cardinality(v_seqs)] and seq = any (v_seqs);
     exception when others then
       if coalesce(v_conn = any ({{ dblink_schema | qi }}.dblink_get_connections()), false) then
         perform {{ dblink_schema | qi }}.dblink_disconnect(v_conn);
@@ -419,3 +426,5 @@ select repctl.ensure_server({{ peer.server | ql }}, {{ peer.server_options | ql 
 select repctl.ensure_user_mapping({{ peer.server | ql }}, current_setting({{ user_mappings_setting | ql }})::jsonb -> {{ peer.server | ql }});
 select repctl.check_peer({{ peer.server | ql }}, {{ peer.name | ql }});
 {% endfor %}
+-- Capture joins every statement's rows with the peers: the planner must know there are few.
+analyze repctl.peer;
