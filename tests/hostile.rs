@@ -318,30 +318,11 @@ fn long_names_sharing_a_prefix_get_distinct_functions() {
     }
 }
 
-/// TOML basic string.
-fn toml_str(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-/// Rewrites the config with other node names for the setup's `local` and `remote` databases.
-fn rename_nodes(s: &Setup, local: &str, remote: &str) {
-    let mut text = String::new();
-    for (name, n) in [(local, s.node("local")), (remote, s.node("remote"))] {
-        let dsn = n.with_cluster(|c| c.dsn(&n.db, "postgres"));
-        text.push_str(&format!(
-            "[nodes.{}]\ndsn = {}\n",
-            toml_str(name),
-            toml_str(&dsn)
-        ));
-    }
-    std::fs::write(&s.config, text).unwrap();
-}
-
 /// Node names are identifiers too: long ones that share a prefix, and ones full of SQL
 /// punctuation, name foreign servers, queue partitions and connections without colliding.
 fn odd_node_names(local: &str, remote: &str) {
     let s = Setup::pair(Layout::TwoClusters);
-    rename_nodes(&s, local, remote);
+    s.rename_nodes(local, remote);
     for n in &s.nodes {
         n.exec("create table public.kv (id int primary key, v text)");
     }
@@ -412,7 +393,7 @@ fn long_node_names_sharing_a_prefix_async() {
     let s = Setup::pair(Layout::OneCluster);
     let prefix = "node-".repeat(14);
     let (local, remote) = (format!("{prefix}local"), format!("{prefix}remote"));
-    rename_nodes(&s, &local, &remote);
+    s.rename_nodes(&local, &remote);
     for n in &s.nodes {
         n.exec("create table public.kv (id int primary key, v text)");
     }

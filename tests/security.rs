@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{Layout, Node, Setup, unique};
+use common::{Layout, Node, Setup, toml_str, unique};
 use postgres::error::SqlState;
 
 fn qi(s: &str) -> String {
@@ -16,11 +16,6 @@ fn qi(s: &str) -> String {
 
 fn ql(s: &str) -> String {
     postgres_protocol::escape::escape_literal(s)
-}
-
-/// TOML basic string.
-fn toml_str(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// Exit code, stdout and stderr of repctl run with `config` and extra environment.
@@ -146,20 +141,6 @@ fn where_with_a_second_statement_is_refused_and_nothing_is_installed() {
     }
 }
 
-/// Rewrites the config with other node names for the setup's `local` and `remote` databases.
-fn rename_nodes(s: &Setup, local: &str, remote: &str) {
-    let mut text = String::new();
-    for (name, n) in [(local, s.node("local")), (remote, s.node("remote"))] {
-        let dsn = n.with_cluster(|c| c.dsn(&n.db, "postgres"));
-        text.push_str(&format!(
-            "[nodes.{}]\ndsn = {}\n",
-            toml_str(name),
-            toml_str(&dsn)
-        ));
-    }
-    std::fs::write(&s.config, text).unwrap();
-}
-
 /// Schema, table, column and node names that would create a `pwned_*` table if any of them were
 /// spliced into SQL unquoted, or could end a dollar-quoted function body. With
 /// `check_function_bodies = off` a body cut short would not even be a syntax error at install.
@@ -173,7 +154,7 @@ fn names_made_of_sql_cannot_run_it() {
     let col2 = "d\\'; create table public.pwned_d(); --";
     let local = "l$fn$; create table public.pwned_n(); select $fn$ --";
     let remote = "r'); create table public.pwned_r(); -- \\";
-    rename_nodes(&s, local, remote);
+    s.rename_nodes(local, remote);
     let sql = format!("{}.{}", qi(schema), qi(table));
     for n in &s.nodes {
         n.exec(&format!(

@@ -29,6 +29,12 @@ impl TableName {
         }
     }
 
+    /// An optional SCHEMA.TABLE argument as the logical name repctl stores it under.
+    pub fn logical_arg(text: Option<&str>) -> Result<Option<String>> {
+        text.map(|t| TableName::parse(t).map(|n| n.to_string()))
+            .transpose()
+    }
+
     /// The SQL form, quoted.
     pub fn sql(&self) -> String {
         crate::render::qualified(&self.schema, &self.table)

@@ -21,12 +21,7 @@ pub struct Args {
 
 /// Exit 0 when no conflict matched, 1 when some did, 2 on error.
 pub fn run(config: &Config, args: Args) -> Result<u8> {
-    let table_name = args
-        .table
-        .as_deref()
-        .map(TableName::parse)
-        .transpose()?
-        .map(|t| t.to_string());
+    let table_name = TableName::logical_arg(args.table.as_deref())?;
     let since = args.since.as_deref().map(conflicts::interval).transpose()?;
     let (mut clients, errors) = connect_reachable(config);
     if let Some((node, err)) = errors.iter().next() {

@@ -27,12 +27,7 @@ pub struct Args {
 /// meanwhile), 2 on error.
 pub fn run(config: &Config, args: Args) -> Result<u8> {
     config.node(&args.from)?;
-    let only = args
-        .table
-        .as_deref()
-        .map(TableName::parse)
-        .transpose()?
-        .map(|t| t.to_string());
+    let only = TableName::logical_arg(args.table.as_deref())?;
     let mut clients = init::connect_all(config)?;
     let json = args.json;
     let mut out = |line: String| {

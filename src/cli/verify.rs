@@ -30,12 +30,7 @@ const DEFAULT_LIMIT: usize = 10_000;
 
 /// Exit 0 when all nodes agree, 1 when any differ or cannot be checked, 2 on error.
 pub fn run(config: &Config, args: Args) -> Result<u8> {
-    let only = args
-        .table
-        .as_deref()
-        .map(TableName::parse)
-        .transpose()?
-        .map(|t| t.to_string());
+    let only = TableName::logical_arg(args.table.as_deref())?;
     let (mut clients, unreachable) = connect_reachable(config);
     // A node that cannot be read is never "equal", even when no table is replicated elsewhere.
     for (node, err) in &unreachable {

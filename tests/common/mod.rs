@@ -92,6 +92,11 @@ fn stop_when_process_exits(c: &Cluster) {
         .expect("spawn cluster watcher");
 }
 
+/// A TOML basic string holding `s`.
+pub fn toml_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 /// A unique name per test in this binary.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -306,6 +311,20 @@ impl Setup {
             ],
             0,
         );
+    }
+
+    /// Rewrites the config with other node names for the `local` and `remote` databases.
+    pub fn rename_nodes(&self, local: &str, remote: &str) {
+        let mut text = String::new();
+        for (name, n) in [(local, self.node("local")), (remote, self.node("remote"))] {
+            let dsn = n.with_cluster(|c| c.dsn(&n.db, "postgres"));
+            text.push_str(&format!(
+                "[nodes.{}]\ndsn = {}\n",
+                toml_str(name),
+                toml_str(&dsn)
+            ));
+        }
+        std::fs::write(&self.config, text).unwrap();
     }
 
     pub fn node(&self, name: &str) -> &Node {
