@@ -82,6 +82,8 @@ fn stop_when_process_exits(c: &Cluster) {
         data = data.display(),
         root = root.display(),
     );
+    // Deliberately not waited for: it outlives this process to clean up after it.
+    #[allow(clippy::zombie_processes)]
     std::process::Command::new("sh")
         .arg("-c")
         .arg(script)
