@@ -64,6 +64,21 @@ pub enum Scale {
     Full,
 }
 
+/// A per-row capture trigger on both bench tables (see `Delivery::RowTrigger`).
+const ROW_TRIGGER_DDL: &str = "
+create table bench.rowq (seq bigserial primary key, peer text not null default 'peer', op \"char\" not null,
+                         r jsonb, o jsonb, ts timestamptz not null default clock_timestamp());
+create function bench.capture_row() returns trigger language plpgsql as $$
+begin
+  insert into bench.rowq (op, r, o)
+  values (left(tg_op, 1), case when tg_op <> 'DELETE' then to_jsonb(new) end,
+          case when tg_op <> 'INSERT' then to_jsonb(old) end);
+  return null;
+end $$;
+create trigger capture_row after insert or update or delete on bench.t for each row execute function bench.capture_row();
+create trigger capture_row after insert or update or delete on bench.w5 for each row execute function bench.capture_row();
+";
+
 /// How changes reach the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum Delivery {
@@ -81,17 +96,27 @@ pub enum Delivery {
     AsyncDrain,
     /// repctl, `--mode async` with `repctl run` delivering in the background.
     AsyncRun,
+    /// No delivery: a per-row trigger queues each row's image as repctl's capture does per
+    /// statement, the design set-based capture replaces (one PL/pgSQL call and one queue insert
+    /// per row). Measures capture cost only.
+    RowTrigger,
 }
 
 impl Delivery {
-    pub const ALL: [Delivery; 6] = [
+    pub const ALL: [Delivery; 7] = [
         Delivery::None,
         Delivery::Native,
         Delivery::NativeSync,
         Delivery::Sync,
         Delivery::AsyncDrain,
         Delivery::AsyncRun,
+        Delivery::RowTrigger,
     ];
+
+    /// Deliveries with nothing on a peer to wait for.
+    fn origin_only(self) -> bool {
+        matches!(self, Delivery::None | Delivery::RowTrigger)
+    }
 
     pub fn label(self) -> &'static str {
         match self {
@@ -101,6 +126,7 @@ impl Delivery {
             Delivery::Sync => "repctl sync",
             Delivery::AsyncDrain => "repctl async + drain",
             Delivery::AsyncRun => "repctl async + run",
+            Delivery::RowTrigger => "row-trigger capture (no delivery)",
         }
     }
 
@@ -112,6 +138,7 @@ impl Delivery {
             Delivery::Sync => "sync",
             Delivery::AsyncDrain => "drain",
             Delivery::AsyncRun => "run",
+            Delivery::RowTrigger => "rowtrig",
         }
     }
 
@@ -119,7 +146,7 @@ impl Delivery {
         match self {
             Delivery::Sync => Some("sync"),
             Delivery::AsyncDrain | Delivery::AsyncRun => Some("async"),
-            Delivery::None | Delivery::Native | Delivery::NativeSync => None,
+            Delivery::None | Delivery::Native | Delivery::NativeSync | Delivery::RowTrigger => None,
         }
     }
 }
@@ -669,7 +696,10 @@ impl<'a> Ctx<'a> {
             subscription: None,
             dbs: vec![],
         };
-        if d == Delivery::None {
+        if d == Delivery::RowTrigger {
+            origin.execute_admin(&db, ROW_TRIGGER_DDL)?;
+        }
+        if d.origin_only() {
             env.dbs = dbs;
             return Ok(env);
         }
@@ -972,7 +1002,7 @@ impl<'a> Ctx<'a> {
             workload: w,
             n,
             value: write,
-            lag: (env.delivery != Delivery::None).then(|| committed.elapsed().as_secs_f64()),
+            lag: (!env.delivery.origin_only()).then(|| committed.elapsed().as_secs_f64()),
             drain,
             fell_back,
         })
@@ -1009,7 +1039,7 @@ impl<'a> Ctx<'a> {
             workload: Workload::W5,
             n: rows,
             value: tps,
-            lag: (env.delivery != Delivery::None).then(|| ended.elapsed().as_secs_f64()),
+            lag: (!env.delivery.origin_only()).then(|| ended.elapsed().as_secs_f64()),
             drain,
             fell_back,
         })
