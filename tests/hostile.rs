@@ -28,19 +28,6 @@ fn dump(n: &Node, table: &str) -> Vec<String> {
         .collect()
 }
 
-/// Every function in schema repctl, with its signature.
-fn repctl_functions(n: &Node) -> BTreeSet<String> {
-    n.admin()
-        .query(
-            "select p.oid::regprocedure::text from pg_proc p where p.pronamespace = 'repctl'::regnamespace",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
 /// User triggers on a table that repctl made (named repctl_* or calling a repctl function).
 fn repctl_triggers(n: &Node, table: &str) -> Vec<String> {
     n.admin()
@@ -133,7 +120,7 @@ fn insert_rows(n: &Node, table: &str, rows: &[(i32, &str, &str)]) {
 /// One table through add-table (in `mode`), writes on both nodes, verify, and remove-table.
 fn round_trip(s: &Setup, schema: &str, table: &str, mode: &str) {
     let sql = format!("{}.{}", qi(schema), qi(table));
-    let before: Vec<BTreeSet<String>> = s.nodes.iter().map(repctl_functions).collect();
+    let before: Vec<BTreeSet<String>> = s.nodes.iter().map(Node::repctl_functions).collect();
     s.repctl_ok(&["add-table", &sql, "--mode", mode], 0);
     for (n, before) in s.nodes.iter().zip(&before) {
         assert_eq!(
@@ -143,7 +130,7 @@ fn round_trip(s: &Setup, schema: &str, table: &str, mode: &str) {
             n.name
         );
         assert_eq!(
-            repctl_functions(n).len(),
+            n.repctl_functions().len(),
             before.len() + 2,
             "node {}: one capture and one apply function for {sql}",
             n.name
@@ -195,7 +182,7 @@ fn round_trip(s: &Setup, schema: &str, table: &str, mode: &str) {
     s.repctl_ok(&["remove-table", &sql], 0);
     for (n, before) in s.nodes.iter().zip(&before) {
         assert_eq!(
-            &repctl_functions(n),
+            &n.repctl_functions(),
             before,
             "node {}: functions left after remove-table {sql}",
             n.name
@@ -267,11 +254,11 @@ fn long_names_sharing_a_prefix_get_distinct_functions() {
         );
     }
     s.repctl_ok(&["init"], 0);
-    let base: Vec<BTreeSet<String>> = s.nodes.iter().map(repctl_functions).collect();
+    let base: Vec<BTreeSet<String>> = s.nodes.iter().map(Node::repctl_functions).collect();
     s.repctl_ok(&["add-table", &sql(&a)], 0);
     s.repctl_ok(&["add-table", &sql(&b), "--mode", "async"], 0);
     for (n, base) in s.nodes.iter().zip(&base) {
-        let added: Vec<String> = repctl_functions(n).difference(base).cloned().collect();
+        let added: Vec<String> = n.repctl_functions().difference(base).cloned().collect();
         assert_eq!(added.len(), 4, "node {}: {added:?}", n.name);
         let names: BTreeSet<String> = n
             .admin()
@@ -314,7 +301,7 @@ fn long_names_sharing_a_prefix_get_distinct_functions() {
     s.repctl_ok(&["verify"], 0);
     s.repctl_ok(&["remove-table", &sql(&b)], 0);
     for (n, base) in s.nodes.iter().zip(&base) {
-        assert_eq!(&repctl_functions(n), base, "node {}", n.name);
+        assert_eq!(&n.repctl_functions(), base, "node {}", n.name);
     }
 }
 

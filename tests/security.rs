@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use common::{Layout, Node, Setup, toml_str, unique};
@@ -42,18 +41,6 @@ fn login(n: &Node, user: &str, password: &str) -> postgres::Client {
     config.connect(postgres::NoTls).unwrap()
 }
 
-fn repctl_functions(n: &Node) -> BTreeSet<String> {
-    n.admin()
-        .query(
-            "select p.oid::regprocedure::text from pg_proc p where p.pronamespace = 'repctl'::regnamespace",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
 fn user_triggers(n: &Node, table: &str) -> i64 {
     n.count(&format!(
         "select count(*) from pg_trigger where tgrelid = {}::regclass and not tgisinternal",
@@ -74,7 +61,7 @@ fn where_with_a_second_statement_is_refused_and_nothing_is_installed() {
         );
     }
     s.repctl_ok(&["init"], 0);
-    let before: Vec<_> = s.nodes.iter().map(repctl_functions).collect();
+    let before: Vec<_> = s.nodes.iter().map(Node::repctl_functions).collect();
     let attempts = [
         "1=1); drop table x; --",
         "1=1); drop table x; select (true",
@@ -104,7 +91,7 @@ fn where_with_a_second_statement_is_refused_and_nothing_is_installed() {
                     n.name
                 );
                 assert_eq!(n.count("select count(*) from repctl.tables"), 0);
-                assert_eq!(&repctl_functions(n), before, "node {}: {w:?}", n.name);
+                assert_eq!(&n.repctl_functions(), before, "node {}: {w:?}", n.name);
                 assert_eq!(user_triggers(n, "public.t"), 0, "node {}: {w:?}", n.name);
             }
         }

@@ -161,6 +161,16 @@ impl Node {
             .get(0)
     }
 
+    /// Every function in schema repctl, with its signature.
+    pub fn repctl_functions(&self) -> std::collections::BTreeSet<String> {
+        self.admin()
+            .query("select p.oid::regprocedure::text from pg_proc p where p.pronamespace = 'repctl'::regnamespace", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
     /// The seed's own comparison: `select sum(hashtext(t.*::text)), count(*) from TABLE t`.
     pub fn seed_checksum(&self, table: &str) -> (Option<i64>, i64) {
         let mut c = self.admin();
