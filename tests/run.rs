@@ -299,15 +299,16 @@ fn a_third_node_joins_without_stopping_writers() {
     s.repctl_ok(&["init"], 0);
     s.repctl_ok(&["alter-table", "public.m"], 0);
     stop_run(run);
-    // Rows the writer changes while repair runs may be left to their queued changes (exit 1).
-    // `run` starts again after it, with the new config.
+    // `run` starts again with the new config and delivers while repair fills c; rows the writer
+    // changes meanwhile may be left to their queued changes (exit 1); a batch that deadlocks with
+    // run's apply is run again.
+    let run = start_run(&s, &[]);
     let out = s.repctl(&["repair", "--from", "a", "public.m"]);
     assert!(
         matches!(out.status.code(), Some(0 | 1)),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let run = start_run(&s, &[]);
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
     let writes = writer.join().unwrap();

@@ -323,6 +323,19 @@ fn values(table: &TableOn, image: &Map<String, Json>, key_only: bool) -> Vec<min
 }
 
 /// Runs one node's batch in one transaction; returns, per statement, the keys it changed.
+/// Deadlocks, serialization failures and lock timeouts: worth running the batch again.
+fn transient(e: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        [
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::LOCK_NOT_AVAILABLE,
+        ]
+        .contains(c)
+    })
+}
+
 fn apply(
     side: &mut Side<'_>,
     source_node: &str,
@@ -333,13 +346,29 @@ fn apply(
         side.node, side.table.logical
     );
     let setup = render_begin(&side.node, &side.table.logical, source_node)?;
-    let mut tx = side.client.transaction().context(what.clone())?;
-    tx.batch_execute(&setup).context(what.clone())?;
-    let mut changed = Vec::new();
-    for p in planned {
-        let rows = tx.query(&p.sql, &[]).context(what.clone())?;
-        changed.push(rows.iter().map(|r| r.get(0)).collect());
-    }
-    tx.commit().context(what)?;
+    // Each statement only changes rows that still look as they did when compared, so a batch
+    // that lost a deadlock (e.g. to `repctl run` applying the same rows) can simply run again.
+    let mut attempt = 1;
+    let changed = loop {
+        let result = (|| -> Result<Vec<HashSet<String>>, postgres::Error> {
+            let mut tx = side.client.transaction()?;
+            tx.batch_execute(&setup)?;
+            let mut changed = Vec::new();
+            for p in planned {
+                let rows = tx.query(&p.sql, &[])?;
+                changed.push(rows.iter().map(|r| r.get(0)).collect());
+            }
+            tx.commit()?;
+            Ok(changed)
+        })();
+        match result {
+            Ok(changed) => break changed,
+            Err(e) if attempt < 5 && transient(&e) => {
+                std::thread::sleep(std::time::Duration::from_millis(100 * attempt));
+                attempt += 1;
+            }
+            Err(e) => return Err(e).context(what),
+        }
+    };
     Ok(changed)
 }
