@@ -441,7 +441,6 @@ pub fn render_add(
             columns => column_values(columns),
             column_names => names_taken.clone(),
             key_columns => table.key.clone(),
-            key_columns_array => table.key.clone(),
             update_columns => update_columns.clone(),
             overriding => table.columns.iter().any(|c| c.identity_always),
             where => req.where_clause.clone().map(safe),

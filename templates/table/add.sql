@@ -2,7 +2,7 @@
 select pg_advisory_xact_lock({{ lock_key }});
 insert into repctl.tables (name, nsp, rel, columns, key_columns, where_clause, mode, on_peer_failure, capture_fn, apply_fn,
                            conflict, conflict_column, node_priority)
-values ({{ name | ql }}, {{ nsp | ql }}, {{ rel | ql }}, {{ column_names | ql }}, {{ key_columns_array | ql }},
+values ({{ name | ql }}, {{ nsp | ql }}, {{ rel | ql }}, {{ column_names | ql }}, {{ key_columns | ql }},
         {{ where | ql_or_null }}, {{ mode | ql }}, {{ on_peer_failure | ql }}, {{ capture_fn | ql }}, {{ apply_fn | ql }},
         {{ conflict | ql }}, {{ conflict_column | ql_or_null }}, {{ node_priority | ql }})
 on conflict (name) do update set
