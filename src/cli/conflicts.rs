@@ -1,6 +1,6 @@
 use anyhow::Result;
 
-use super::output::{connect_reachable, or_dash, print_json, table};
+use super::output::{connect_installed, or_dash, print_json, table};
 use crate::catalog::TableName;
 use crate::config::Config;
 use crate::ops::conflicts::{self, Conflict};
@@ -23,21 +23,14 @@ pub struct Args {
 pub fn run(config: &Config, args: Args) -> Result<u8> {
     let table_name = TableName::logical_arg(args.table.as_deref())?;
     let since = args.since.as_deref().map(conflicts::interval).transpose()?;
-    let (mut clients, errors) = connect_reachable(config);
-    if let Some((node, err)) = errors.iter().next() {
-        anyhow::bail!("node {node}: {err}");
-    }
     let mut all: Vec<Conflict> = Vec::new();
-    for (node, client) in clients.iter_mut() {
-        if let Some(c) = client {
-            crate::db::require_installed(c, node)?;
-            all.extend(conflicts::node_conflicts(
-                c,
-                node,
-                table_name.as_deref(),
-                since.as_deref(),
-            )?);
-        }
+    for (node, c) in connect_installed(config)?.iter_mut() {
+        all.extend(conflicts::node_conflicts(
+            c,
+            node,
+            table_name.as_deref(),
+            since.as_deref(),
+        )?);
     }
     all.sort_by(|a, b| a.at.cmp(&b.at));
     if args.json {

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::output::{connect_reachable, or_dash, print_json, table};
+use super::output::{connect_installed, or_dash, print_json, table};
 use crate::config::Config;
 use crate::ops::lag::{self, PairLag};
 
@@ -20,24 +20,16 @@ pub struct Args {
 /// Exit 0 when nothing is pending, 1 when something is, 2 when a node cannot be read.
 pub fn run(config: &Config, args: Args) -> Result<u8> {
     loop {
-        let (mut clients, errors) = connect_reachable(config);
-        if let Some((node, err)) = errors.iter().next() {
-            anyhow::bail!("node {node}: {err}");
-        }
+        let mut clients = connect_installed(config)?;
         let mut pairs: Vec<PairLag> = Vec::new();
-        for (node, client) in clients.iter_mut() {
-            if let Some(c) = client {
-                crate::db::require_installed(c, node)?;
-                pairs.extend(lag::node_lag(c, node)?);
-            }
+        for (node, c) in clients.iter_mut() {
+            pairs.extend(lag::node_lag(c, node)?);
         }
         // Conflicts are recorded where they were detected: on the peer.
-        for (node, client) in clients.iter_mut() {
-            if let Some(c) = client {
-                for (origin, n) in crate::ops::conflicts::counts_by_origin(c)? {
-                    if let Some(p) = pairs.iter_mut().find(|p| p.from == origin && &p.to == node) {
-                        p.conflicts = n;
-                    }
+        for (node, c) in clients.iter_mut() {
+            for (origin, n) in crate::ops::conflicts::counts_by_origin(c)? {
+                if let Some(p) = pairs.iter_mut().find(|p| p.from == origin && &p.to == node) {
+                    p.conflicts = n;
                 }
             }
         }

@@ -60,6 +60,15 @@ pub fn install_or_print(
     Ok(super::EXIT_OK)
 }
 
+/// Every node, connected and with repctl installed, or an error naming the node that is not.
+pub fn connect_installed(config: &Config) -> anyhow::Result<Vec<(String, Client)>> {
+    let mut clients = crate::install::init::connect_all(config)?;
+    for (node, client) in clients.iter_mut() {
+        db::require_installed(client, node)?;
+    }
+    Ok(clients)
+}
+
 pub fn or_dash<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
 }
