@@ -659,7 +659,7 @@ impl<'a> Ctx<'a> {
         std::fs::write(
             &path,
             format!(
-                "[nodes.origin]\ndsn = {:?}\npeer_dsn = {:?}\n[nodes.peer]\ndsn = {:?}\npeer_dsn = {:?}\n",
+                "agent_superuser = true\n[nodes.origin]\ndsn = {:?}\npeer_dsn = {:?}\n[nodes.peer]\ndsn = {:?}\npeer_dsn = {:?}\n",
                 self.origin.dsn(origin_db, "postgres"),
                 self.origin.tcp_dsn(origin_db, "postgres"),
                 self.peer.dsn(peer_db, "postgres"),

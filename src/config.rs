@@ -12,6 +12,9 @@ use crate::conninfo::ConnInfo;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
+    agent_role: Option<String>,
+    #[serde(default)]
+    agent_superuser: bool,
     nodes: BTreeMap<String, NodeFile>,
 }
 
@@ -32,9 +35,22 @@ pub struct Node {
     pub peer: ConnInfo,
 }
 
+/// The role init creates on every node to own repctl's objects and run its SECURITY DEFINER
+/// functions; nobody logs in as it.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub role: String,
+    /// dblink lets only superusers connect to a peer that does not ask for a password.
+    pub superuser: bool,
+}
+
+/// `agent_role` when the config does not name one.
+pub const DEFAULT_AGENT_ROLE: &str = "repctl_agent";
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
+    pub agent: Agent,
     /// Sorted by name, so every node renders the same peer order.
     pub nodes: Vec<Node>,
 }
@@ -59,6 +75,15 @@ impl Config {
                 "config {}: {} node(s) configured; replication needs at least two [nodes.NAME] sections",
                 path.display(),
                 file.nodes.len()
+            );
+        }
+        let role = file.agent_role.unwrap_or_else(|| DEFAULT_AGENT_ROLE.into());
+        // PostgreSQL would silently truncate a longer name: init and add-table would disagree.
+        if role.is_empty() || role.len() > 63 {
+            bail!(
+                "config {}: agent_role must be 1 to 63 bytes long, {role:?} is {}",
+                path.display(),
+                role.len()
             );
         }
         let mut nodes = Vec::new();
@@ -86,6 +111,10 @@ impl Config {
         }
         Ok(Config {
             path: path.to_path_buf(),
+            agent: Agent {
+                role,
+                superuser: file.agent_superuser,
+            },
             nodes,
         })
     }
@@ -160,6 +189,30 @@ peer_password_env = "REMOTE_PW"
             err.contains("node local") && err.contains("LOCAL_PW"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn agent_defaults_and_long_names() {
+        let c = Config::parse(SEED, Path::new("r.toml"), env).unwrap();
+        assert_eq!(c.agent.role, DEFAULT_AGENT_ROLE);
+        assert!(!c.agent.superuser);
+        let text = format!(
+            "agent_role = \"{}\"\nagent_superuser = true\n{SEED}",
+            "a".repeat(64)
+        );
+        let err = format!(
+            "{:#}",
+            Config::parse(&text, Path::new("r.toml"), env).unwrap_err()
+        );
+        assert!(err.contains("agent_role"), "{err}");
+        let c = Config::parse(
+            &text.replace(&"a".repeat(64), "ops"),
+            Path::new("r.toml"),
+            env,
+        )
+        .unwrap();
+        assert_eq!(c.agent.role, "ops");
+        assert!(c.agent.superuser);
     }
 
     #[test]

@@ -188,3 +188,46 @@ fn commands_before_init_say_so() {
     assert!(e.contains("repctl init"), "{e}");
     nothing_installed(&s);
 }
+
+#[test]
+fn peers_without_a_password_need_a_superuser_agent() {
+    let s = Setup::pair(Layout::OneCluster);
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        text.replace("agent_superuser = true", "agent_superuser = false"),
+    )
+    .unwrap();
+    let e = err(&s, &["init"]);
+    assert!(
+        e.contains("node local cannot reach peer remote as agent role")
+            && e.contains("not a superuser")
+            && e.contains("agent_superuser = true")
+            && e.contains("pg_hba.conf"),
+        "{e}"
+    );
+    nothing_installed(&s);
+}
+
+#[test]
+fn a_login_role_cannot_be_the_agent() {
+    let s = Setup::pair(Layout::OneCluster);
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(&s.config, text.replace(&s.agent(), "postgres")).unwrap();
+    let e = err(&s, &["init"]);
+    assert!(
+        e.contains("agent_role postgres exists on node local as a login"),
+        "{e}"
+    );
+    nothing_installed(&s);
+    let superuser: bool = s
+        .node("local")
+        .admin()
+        .query_one(
+            "select rolsuper and rolcanlogin from pg_roles where rolname = 'postgres'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(superuser, "init changed the postgres role");
+}

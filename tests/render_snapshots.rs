@@ -6,7 +6,7 @@ use std::path::Path;
 
 use repctl::catalog::{Column, Table, TableName};
 use repctl::config::Config;
-use repctl::install::init::{NodeFacts, render_init};
+use repctl::install::init::{NodeFacts, render_agent, render_init};
 use repctl::install::table::{
     AddTable, ConflictRule, Mode, OnPeerFailure, logical_name, render_add, render_remove,
 };
@@ -51,6 +51,22 @@ fn init_with_dblink_already_installed() {
         "the real run carries the peer's password"
     );
     insta::assert_snapshot!("init_remote_dblink_in_public", s.sql);
+}
+
+#[test]
+fn agent_role_both_ways() {
+    let c = config();
+    insta::assert_snapshot!("agent_default", render_agent(&c, &c.nodes[0]).unwrap().sql);
+    let odd = Config::parse(
+        &format!("agent_role = \"Rep\\\"Agent $fn$\"\nagent_superuser = true\n{CONFIG}"),
+        Path::new("repctl.toml"),
+        |v| Some(format!("secret-{v}")),
+    )
+    .unwrap();
+    insta::assert_snapshot!(
+        "agent_odd_name_superuser",
+        render_agent(&odd, &odd.nodes[1]).unwrap().sql
+    );
 }
 
 fn seed_table(schema: &str, table: &str) -> Table {

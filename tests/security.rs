@@ -213,7 +213,7 @@ fn config_values_with_quotes_and_backslashes_stay_values() {
     let db = format!("db '{tag}' \"q\" \\ $fn$ --;");
     let role = format!("peer o'{tag} \"r\" \\");
     let password = format!("pa'ss\\word \"q\" $fn$ --; {tag} ' or '1'='1");
-    let mut text = String::new();
+    let mut text = s.agent_lines(true);
     for n in &s.nodes {
         n.with_cluster(|c| {
             c.create_database(&db, None).unwrap();
@@ -363,7 +363,9 @@ fn internals(server: &str) -> Vec<String> {
         "select repctl.arm_flush()",
         "select repctl.flush()",
         "select repctl.ensure_server('x', '{}'::jsonb)",
-        "select repctl.ensure_user_mapping('x', '{}'::jsonb)",
+        "select repctl.ensure_user_mapping('x', 'x', '{}'::jsonb)",
+        "select repctl.adopt()",
+        "select repctl.check_peer('x', 'remote')",
         "select * from repctl.queue",
         "insert into repctl.queue (peer, tbl, op) values ('remote', 'w.t', 'T')",
         "delete from repctl.queue",
@@ -427,6 +429,7 @@ fn a_writer_cannot_reach_repctl_internals() {
     denied.extend([
         "select repctl.apply('remote', '[]'::jsonb)".to_string(),
         "select repctl.apply('remote', '[]'::jsonb, null)".to_string(),
+        format!("set role {}", qi(&s.agent())),
     ]);
     for sql in &denied {
         expect_denied(&mut c, &writer, sql);
@@ -438,6 +441,102 @@ fn a_writer_cannot_reach_repctl_internals() {
     for sql in &internals(&server) {
         expect_denied(&mut peer, "peer role local", sql);
     }
+}
+
+/// Everything init and add-table install belongs to the dedicated agent role, which nobody can log
+/// in as and which is no superuser when the peers ask for passwords; each table's apply function
+/// belongs to the table's owner; only the agent has a user mapping on repctl's servers.
+#[test]
+fn a_dedicated_agent_owns_repctl() {
+    let (s, writer) = writer_setup();
+    let agent = s.agent();
+    for n in &s.nodes {
+        let mut c = n.admin();
+        let role = c
+            .query_one(
+                "select rolsuper, rolcanlogin, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls
+                   from pg_roles where rolname = $1",
+                &[&agent],
+            )
+            .unwrap();
+        for i in 0..6 {
+            assert!(
+                !role.get::<_, bool>(i),
+                "node {}: agent attribute {i}",
+                n.name
+            );
+        }
+        let owners = c
+            .query(
+                "select 'schema', pg_get_userbyid(nspowner)::text, false from pg_namespace where nspname = 'repctl'
+                 union all
+                 select c.oid::regclass::text, pg_get_userbyid(c.relowner)::text, false from pg_class c
+                  where c.relnamespace = 'repctl'::regnamespace and c.relkind in ('r', 'p', 'S')
+                 union all
+                 select p.oid::regprocedure::text, pg_get_userbyid(p.proowner)::text, p.prosecdef from pg_proc p
+                  where p.pronamespace = 'repctl'::regnamespace
+                    -- dblink's, where init installed it into repctl.
+                    and not exists (select from pg_depend d where d.objid = p.oid and d.deptype = 'e')",
+                &[],
+            )
+            .unwrap();
+        let mut definers = vec![];
+        for r in owners {
+            let (what, owner, definer): (String, String, bool) = (r.get(0), r.get(1), r.get(2));
+            let expected = if what.starts_with("repctl.apply_") {
+                writer.as_str()
+            } else {
+                agent.as_str()
+            };
+            assert_eq!(owner, expected, "node {}: owner of {what}", n.name);
+            if definer {
+                definers.push(what.split('(').next().unwrap().to_string());
+            }
+        }
+        definers.sort();
+        let shapes: Vec<&str> = definers
+            .iter()
+            .map(|d| {
+                if d.starts_with("repctl.apply_") || d.starts_with("repctl.capture_") {
+                    &d[..d.find('_').unwrap()]
+                } else {
+                    d.as_str()
+                }
+            })
+            .collect();
+        assert_eq!(
+            shapes,
+            [
+                "repctl.apply",
+                "repctl.apply",
+                "repctl.arm_flush",
+                "repctl.capture",
+                "repctl.check_peer",
+                "repctl.flush"
+            ],
+            "node {}: SECURITY DEFINER functions",
+            n.name
+        );
+        let mappings: Vec<String> = c
+            .query(
+                "select usename::text from pg_user_mappings m join repctl.peer p on p.server = m.srvname",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(mappings, std::slice::from_ref(&agent), "node {}", n.name);
+    }
+    // A second init keeps it so.
+    s.repctl_ok(&["init"], 0);
+    let others = s.node("local").count(&format!(
+        "select count(*) from pg_proc where pronamespace = 'repctl'::regnamespace
+            and proowner not in (select oid from pg_roles where rolname in ({}, {}))",
+        ql(&agent),
+        ql(&writer)
+    ));
+    assert_eq!(others, 0);
 }
 
 /// A table owner's own triggers (and defaults, checks, index expressions) run inside the apply,
@@ -814,7 +913,7 @@ fn a_failed_init_writes_no_password_to_the_server_log() {
     });
     // The peer's database does not exist: its password is right, reaching it fails.
     let peer_dsn = r.with_cluster(|c| c.tcp_dsn("no_such_db", &role));
-    let mut text = String::new();
+    let mut text = s.agent_lines(false);
     for n in &s.nodes {
         let dsn = n.with_cluster(|c| c.dsn(&n.db, "postgres"));
         text.push_str(&format!("[nodes.{}]\ndsn = {}\n", n.name, toml_str(&dsn)));

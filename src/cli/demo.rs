@@ -34,7 +34,8 @@ pub fn run(args: Args) -> Result<u8> {
     std::fs::write(
         &config,
         format!(
-            "[nodes.local]\ndsn = {:?}\n[nodes.remote]\ndsn = {:?}\n",
+            // Throwaway clusters trust local connections: only a superuser agent may use dblink there.
+            "agent_superuser = true\n[nodes.local]\ndsn = {:?}\n[nodes.remote]\ndsn = {:?}\n",
             local.dsn("local", "postgres"),
             remote.dsn("remote", "postgres")
         ),

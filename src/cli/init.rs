@@ -2,7 +2,7 @@ use anyhow::Result;
 
 use super::output::install_or_print;
 use crate::config::Config;
-use crate::install::init;
+use crate::install::{init, print_scripts, run_scripts};
 
 /// Install repctl on every node: schema, queue, apply path, a foreign server and user mapping per peer.
 #[derive(Debug, clap::Args)]
@@ -22,6 +22,19 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
             init::render_init(config, node, &init::node_facts(node, client)?)
         })
         .collect::<Result<Vec<_>>>()?;
+    let agents = config
+        .nodes
+        .iter()
+        .map(|node| init::render_agent(config, node))
+        .collect::<Result<Vec<_>>>()?;
+    if args.dry_run {
+        print_scripts(&agents);
+    } else {
+        // One node at a time, each committed: see templates/node/agent.sql.
+        for script in &agents {
+            run_scripts(&mut clients, std::slice::from_ref(script))?;
+        }
+    }
     let peers = config.nodes.len() - 1;
     install_or_print(&mut clients, &scripts, args.dry_run, |_| {
         format!("initialized ({peers} peer(s))")

@@ -62,6 +62,24 @@ pub fn node_facts(node: &Node, client: &mut Client) -> Result<NodeFacts> {
 /// so they are bound as a parameter and never part of SQL text a server could log.
 pub const USER_MAPPINGS_SETTING: &str = "repctl.user_mappings";
 
+/// Renders the script that creates (or checks) the agent role on a node; it commits on its own
+/// before the init script runs.
+pub fn render_agent(config: &Config, node: &Node) -> Result<Script> {
+    let sql = render::render(
+        "node/agent.sql",
+        &context! {
+            node => node.name.clone(),
+            agent => config.agent.role.clone(),
+            superuser => config.agent.superuser,
+        },
+    )?;
+    Ok(Script {
+        node: node.name.clone(),
+        sql,
+        secret: None,
+    })
+}
+
 /// Renders a node's init script; the user mappings' options travel beside it as a secret.
 pub fn render_init(config: &Config, node: &Node, facts: &NodeFacts) -> Result<Script> {
     let mut mappings = Map::new();
@@ -100,6 +118,7 @@ pub fn render_init(config: &Config, node: &Node, facts: &NodeFacts) -> Result<Sc
             dblink_installed => facts.dblink_schema.is_some(),
             dblink_schema => facts.dblink_schema.clone().unwrap_or_else(|| "repctl".into()),
             peer_role => node.peer.get("user"),
+            agent => config.agent.role.clone(),
             flush_timeout => FLUSH_TIMEOUT,
             user_mappings_setting => USER_MAPPINGS_SETTING,
             peers,

@@ -145,14 +145,17 @@ fn node_missing(config: &Config, name: &str, client: &mut Client) -> Result<Vec<
         let partition = names::queue_partition(&peer.name);
         let row = client.query_one(
             "select exists (select from pg_foreign_server where srvname = $1),
-                    exists (select from pg_user_mappings where srvname = $1 and usename = current_user),
+                    exists (select from pg_user_mappings where srvname = $1 and usename = $4),
                     to_regclass(format('repctl.%I', $2::text)) is not null,
                     exists (select from repctl.peer where name = $3)",
-            &[&server, &partition, &peer.name],
+            &[&server, &partition, &peer.name, &config.agent.role],
         )?;
         let checks = [
             (0, format!("foreign server {server} for peer {}", peer.name)),
-            (1, format!("user mapping on {server}")),
+            (
+                1,
+                format!("user mapping for {} on {server}", config.agent.role),
+            ),
             (2, format!("queue partition {partition}")),
             (3, format!("peer row for {}", peer.name)),
         ];

@@ -13,6 +13,10 @@ use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
 /// Every template, by name; `include_str!` keeps the binary self-contained.
 const TEMPLATES: &[(&str, &str)] = &[
     (
+        "node/agent.sql",
+        include_str!("../../templates/node/agent.sql"),
+    ),
+    (
         "node/init.sql",
         include_str!("../../templates/node/init.sql"),
     ),

@@ -12,7 +12,7 @@ create table if not exists repctl.meta (
   value text not null
 );
 insert into repctl.meta as m (key, value)
-values ('node', {{ node | ql }}), ('version', {{ version | ql }})
+values ('node', {{ node | ql }}), ('version', {{ version | ql }}), ('agent', {{ agent | ql }})
 on conflict (key) do update set value = excluded.value where m.value is distinct from excluded.value;
 
 -- One row per other node: the foreign server whose user mapping reaches it.
@@ -144,22 +144,61 @@ begin
 end
 $fn$;
 
--- The same for the user mapping of the role running init.
-create or replace function repctl.ensure_user_mapping(p_server name, p_options jsonb) returns void
+drop function if exists repctl.ensure_user_mapping(name, jsonb);
+-- The same for the agent's user mapping, the only one on repctl's servers: earlier versions mapped
+-- the role running init, whose mapping (and the password in it) goes.
+create or replace function repctl.ensure_user_mapping(p_server name, p_role name, p_options jsonb) returns void
 language plpgsql set search_path = pg_catalog, pg_temp as $fn$
 declare
   v_changes text;
 begin
-  if not exists (select from pg_user_mappings where srvname = p_server and usename = current_user) then
-    execute format('create user mapping for current_user server %I options (%s)', p_server,
+  if current_user <> p_role then
+    execute format('drop user mapping if exists for current_user server %I', p_server);
+  end if;
+  if not exists (select from pg_user_mappings where srvname = p_server and usename = p_role) then
+    execute format('create user mapping for %I server %I options (%s)', p_role, p_server,
       repctl.option_list(p_options));
     return;
   end if;
   select repctl.option_changes(repctl.options_json(umoptions), p_options) into v_changes
-    from pg_user_mappings where srvname = p_server and usename = current_user;
+    from pg_user_mappings where srvname = p_server and usename = p_role;
   if v_changes is not null then
-    execute format('alter user mapping for current_user server %I options (%s)', p_server, v_changes);
+    execute format('alter user mapping for %I server %I options (%s)', p_role, p_server, v_changes);
   end if;
+end
+$fn$;
+
+-- Hands repctl's schema and everything in it to the agent, except each table's apply function,
+-- which runs as the table's owner and which the agent may only call.
+create or replace function repctl.adopt() returns void
+language plpgsql set search_path = pg_catalog, pg_temp as $fn$
+declare
+  v_agent name := (select value from repctl.meta where key = 'agent');
+  v_agent_oid oid := (select oid from pg_roles where rolname = v_agent);
+  v_obj record;
+begin
+  execute format('alter schema repctl owner to %I', v_agent);
+  for v_obj in
+    select c.oid::regclass as rel, c.relkind = 'S' as seq from pg_class c
+     where c.relnamespace = 'repctl'::regnamespace and c.relkind in ('r', 'p', 'S') and c.relowner <> v_agent_oid
+       -- Sequences of identity columns follow their table.
+       and not (c.relkind = 'S' and exists (select from pg_depend d where d.classid = 'pg_class'::regclass
+                                                and d.objid = c.oid and d.deptype in ('a', 'i')))
+  loop
+    execute format('alter %s %s owner to %I', case when v_obj.seq then 'sequence' else 'table' end, v_obj.rel, v_agent);
+  end loop;
+  for v_obj in
+    select p.oid::regprocedure as fn, p.proname in (select apply_fn from repctl.tables) as table_apply
+      from pg_proc p where p.pronamespace = 'repctl'::regnamespace
+       -- dblink's own functions, when it is installed here, stay the extension's.
+       and not exists (select from pg_depend d where d.classid = 'pg_proc'::regclass and d.objid = p.oid and d.deptype = 'e')
+  loop
+    if v_obj.table_apply then
+      execute format('grant execute on function %s to %I', v_obj.fn, v_agent);
+    else
+      execute format('alter function %s owner to %I', v_obj.fn, v_agent);
+    end if;
+  end loop;
 end
 $fn$;
 
@@ -183,13 +222,20 @@ begin
 end
 $fn$;
 
--- init proves each peer is reachable through its foreign server and user mapping before committing.
+-- init proves each peer is reachable as the flush reaches it (as the agent, through the foreign
+-- server and the agent's user mapping) before committing.
 create or replace function repctl.check_peer(p_server name, p_peer text) returns void
-language plpgsql set search_path = pg_catalog, pg_temp as $fn$
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $fn$
 begin
   perform {{ dblink_schema | qi }}.dblink_connect('repctl_check', p_server);
   perform {{ dblink_schema | qi }}.dblink_disconnect('repctl_check');
-exception when others then
+exception when sqlstate '2F003' then
+  -- dblink's "password is required": only a superuser may connect without one.
+  raise exception 'repctl: node % cannot reach peer % as agent role %, which is not a superuser: %',
+    (select value from repctl.meta where key = 'node'), p_peer, current_user, sqlerrm
+    using hint = 'give that peer''s peer_dsn user a password (peer_password_env) and password authentication '
+                 '(scram-sha-256) in its pg_hba.conf, or set agent_superuser = true in repctl.toml';
+when others then
   raise exception 'repctl: node % cannot reach peer % through foreign server %: %',
     (select value from repctl.meta where key = 'node'), p_peer, p_server, sqlerrm
     using hint = 'check that peer''s peer_dsn (host, port, dbname, user) and password, and its pg_hba.conf';
@@ -411,6 +457,14 @@ begin
 end
 $do$;
 {% endif %}
+-- The agent calls dblink for the flush (and nothing else may).
+{% if dblink_schema != "repctl" %}
+grant usage on schema {{ dblink_schema | qi }} to {{ agent | qi }};
+{% endif %}
+grant execute on function {{ dblink_schema | qi }}.dblink_connect(text, text), {{ dblink_schema | qi }}.dblink_disconnect(text),
+  {{ dblink_schema | qi }}.dblink_exec(text, text), {{ dblink_schema | qi }}.dblink_send_query(text, text),
+  {{ dblink_schema | qi }}.dblink_is_busy(text), {{ dblink_schema | qi }}.dblink_get_result(text),
+  {{ dblink_schema | qi }}.dblink_get_connections() to {{ agent | qi }};
 {% if peer_role %}-- The role the other nodes log in as (peer_dsn's user) may only apply changes.
 grant usage on schema repctl to {{ peer_role | qi }};
 grant execute on function repctl.apply(text, jsonb, bigint[]) to {{ peer_role | qi }};
@@ -422,8 +476,13 @@ insert into repctl.peer (name, server) values ({{ peer.name | ql }}, {{ peer.ser
 on conflict (name) do update set server = excluded.server where peer.server is distinct from excluded.server;
 insert into repctl.delivery (peer) values ({{ peer.name | ql }}) on conflict do nothing;
 select repctl.ensure_server({{ peer.server | ql }}, {{ peer.server_options | ql }}::jsonb);
+grant usage on foreign server {{ peer.server | qi }} to {{ agent | qi }};
 -- The options (with the password) come from a setting bound as a parameter, never from SQL text.
-select repctl.ensure_user_mapping({{ peer.server | ql }}, current_setting({{ user_mappings_setting | ql }})::jsonb -> {{ peer.server | ql }});
+select repctl.ensure_user_mapping({{ peer.server | ql }}, {{ agent | ql }},
+  current_setting({{ user_mappings_setting | ql }})::jsonb -> {{ peer.server | ql }});
+{% endfor %}
+select repctl.adopt();
+{% for peer in peers %}
 select repctl.check_peer({{ peer.server | ql }}, {{ peer.name | ql }});
 {% endfor %}
 -- Capture joins every statement's rows with the peers: the planner must know there are few.

@@ -12,3 +12,5 @@ on conflict (name) do update set
   conflict_column = excluded.conflict_column, node_priority = excluded.node_priority;
 {% include "table/apply.sql" %}
 {% include "table/capture.sql" %}
+-- The capture function runs as repctl's agent, which may call the apply function.
+select repctl.adopt();

@@ -265,7 +265,9 @@ impl Setup {
 
     /// Rewrites repctl.toml naming only some of the nodes (a node joins later).
     pub fn write_config_for(&mut self, names: &[&str], logins: &[(&str, &str, &str)]) {
-        let mut text = String::new();
+        // dblink lets a non-superuser agent reach only peers that ask for a password.
+        let mut text =
+            self.agent_lines(names.iter().all(|n| logins.iter().any(|(l, _, _)| l == n)));
         for n in self
             .nodes
             .iter()
@@ -327,7 +329,7 @@ impl Setup {
 
     /// Rewrites the config with other node names for the `local` and `remote` databases.
     pub fn rename_nodes(&self, local: &str, remote: &str) {
-        let mut text = String::new();
+        let mut text = self.agent_lines(false);
         for (name, n) in [(local, self.node("local")), (remote, self.node("remote"))] {
             let dsn = n.with_cluster(|c| c.dsn(&n.db, "postgres"));
             text.push_str(&format!(
@@ -337,6 +339,21 @@ impl Setup {
             ));
         }
         std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// The config's agent settings: a role of this setup's own (tests share clusters, and roles
+    /// are per cluster), a superuser unless every peer is reached with a password.
+    pub fn agent_lines(&self, passwords: bool) -> String {
+        format!(
+            "agent_role = \"{}\"\nagent_superuser = {}\n",
+            self.agent(),
+            !passwords
+        )
+    }
+
+    /// This setup's agent role.
+    pub fn agent(&self) -> String {
+        format!("agent_{}", self.nodes[0].db)
     }
 
     pub fn node(&self, name: &str) -> &Node {
