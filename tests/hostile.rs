@@ -72,6 +72,7 @@ fn hostile_columns() -> Vec<String> {
         "'".into(),
         "X;Y".into(),
         "UPPER".into(),
+        "x,y \"z\"".into(),
         // 63 bytes, the longest name PostgreSQL keeps: one ASCII byte and 31 two-byte letters.
         format!("c{}", "é".repeat(31)),
     ]
@@ -428,8 +429,8 @@ fn long_node_names_sharing_a_prefix_async() {
     assert!(out.contains(&local) && out.contains(&remote), "{out}");
 }
 
-/// `--columns` takes column names as they are (a comma separates them), and `--map` a quoted
-/// SCHEMA.TABLE: both with hostile names, in async mode.
+/// `--columns` takes column names as they are (a comma separates them; a name holding one is
+/// double-quoted), and `--map` a quoted SCHEMA.TABLE: both with hostile names, in async mode.
 #[test]
 fn column_subsets_and_maps_with_hostile_names() {
     let s = Setup::pair(Layout::TwoClusters);
@@ -454,7 +455,17 @@ fn column_subsets_and_maps_with_hostile_names() {
             "--map",
             &mapped,
             "--columns",
-            &wanted.join(","),
+            &wanted
+                .iter()
+                .map(|c| {
+                    if c.contains(',') {
+                        qi(c)
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(","),
             "--mode",
             "async",
         ],

@@ -13,7 +13,7 @@ pub struct TableName {
 
 impl TableName {
     pub fn parse(text: &str) -> Result<TableName> {
-        let parts = split_identifiers(text)?;
+        let parts = split(text, '.', true)?;
         match parts.as_slice() {
             [table] => Ok(TableName {
                 schema: "public".into(),
@@ -68,9 +68,18 @@ fn display_part(part: &str) -> String {
     }
 }
 
-fn split_identifiers(text: &str) -> Result<Vec<String>> {
+/// `--columns` as a DBA types it: names exactly as they are, separated by commas; a name in double
+/// quotes (quotes doubled inside) may hold commas.
+pub fn parse_column_list(text: &str) -> Result<Vec<String>> {
+    split(text, ',', false)
+}
+
+/// Splits at `sep` outside double quotes. Unquoted parts fold to lower case and lose surrounding
+/// blanks as SQL identifiers do when `fold`, and are kept exactly otherwise.
+fn split(text: &str, sep: char, fold: bool) -> Result<Vec<String>> {
     let mut parts = Vec::new();
-    let mut chars = text.trim().chars().peekable();
+    let text = if fold { text.trim() } else { text };
+    let mut chars = text.chars().peekable();
     loop {
         let mut part = String::new();
         if chars.peek() == Some(&'"') {
@@ -88,13 +97,19 @@ fn split_identifiers(text: &str) -> Result<Vec<String>> {
             }
         } else {
             while let Some(&c) = chars.peek() {
-                if c == '.' {
+                if c == sep {
                     break;
                 }
-                part.extend(c.to_lowercase());
+                if fold {
+                    part.extend(c.to_lowercase());
+                } else {
+                    part.push(c);
+                }
                 chars.next();
             }
-            part = part.trim().to_string();
+            if fold {
+                part = part.trim().to_string();
+            }
         }
         if part.is_empty() {
             bail!("empty name part in {text:?}");
@@ -102,7 +117,7 @@ fn split_identifiers(text: &str) -> Result<Vec<String>> {
         parts.push(part);
         match chars.next() {
             None => return Ok(parts),
-            Some('.') => {}
+            Some(c) if c == sep => {}
             Some(c) => bail!("unexpected {c:?} after a quoted identifier in {text:?}"),
         }
     }
@@ -125,5 +140,16 @@ mod tests {
         assert_eq!(TableName::parse("t").unwrap().schema, "public");
         assert!(TableName::parse("a.b.c").is_err());
         assert!(TableName::parse("a.").is_err());
+    }
+
+    #[test]
+    fn column_lists_keep_names_and_quote_commas() {
+        assert_eq!(
+            parse_column_list(r#"id,Mixed Case,"a,b","q""x""#).unwrap(),
+            ["id", "Mixed Case", "a,b", "q\"x"]
+        );
+        assert_eq!(parse_column_list(r#"Key "1""#).unwrap(), [r#"Key "1""#]);
+        assert!(parse_column_list("a,,b").is_err());
+        assert!(parse_column_list(r#""a"b"#).is_err());
     }
 }

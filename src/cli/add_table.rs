@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use super::bar::Bar;
 use super::output::install_or_print;
 use crate::catalog::TableName;
+use crate::catalog::ident::parse_column_list;
 use crate::config::Config;
 use crate::install::table::{self, AddTable, ConflictRule, Mode, OnPeerFailure};
 use crate::install::{copy, init};
@@ -17,9 +18,10 @@ pub struct Args {
     /// Use another table on one node, NODE=SCHEMA.TABLE (repeatable).
     #[arg(long = "map", value_name = "NODE=SCHEMA.TABLE")]
     map: Vec<String>,
-    /// Replicate only these columns (must include the primary key), comma-separated.
-    #[arg(long, value_delimiter = ',')]
-    columns: Option<Vec<String>>,
+    /// Replicate only these columns (must include the primary key), comma-separated, names as
+    /// they are; double-quote a name holding a comma ("a,b", quotes doubled inside).
+    #[arg(long, value_name = "COLUMNS")]
+    columns: Option<String>,
     /// Replicate only rows matching this SQL condition over the table's columns.
     #[arg(long = "where", value_name = "SQL")]
     where_clause: Option<String>,
@@ -62,7 +64,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     let req = AddTable {
         name,
         map,
-        columns: args.columns,
+        columns: args.columns.as_deref().map(parse_column_list).transpose()?,
         where_clause: args.where_clause,
         mode: args.mode,
         on_peer_failure: args.on_peer_failure,
