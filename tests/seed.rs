@@ -250,4 +250,12 @@ fn status_reports_nodes_tables_and_missing_objects() {
     // Re-rendering the table repairs it.
     s.repctl_ok(&["alter-table", "local.loc_test"], 0);
     s.repctl_ok(&["status"], 0);
+    // A config naming another agent role than the one init installed.
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(&s.config, text.replace(&s.agent(), "other_agent")).unwrap();
+    let out = s.repctl_ok(&["status", "--json"], 1);
+    assert!(
+        out.contains("agent role other_agent as owner of schema repctl (run repctl init)"),
+        "{out}"
+    );
 }

@@ -140,6 +140,19 @@ pub fn status(
 fn node_missing(config: &Config, name: &str, client: &mut Client) -> Result<Vec<String>> {
     let mut missing = Vec::new();
     let node = config.node(name)?;
+    let adopted: bool = client
+        .query_one(
+            "select exists (select from pg_namespace n join pg_roles r on r.oid = n.nspowner
+                             where n.nspname = 'repctl' and r.rolname = $1)",
+            &[&config.agent.role],
+        )?
+        .get(0);
+    if !adopted {
+        missing.push(format!(
+            "agent role {} as owner of schema repctl (run repctl init)",
+            config.agent.role
+        ));
+    }
     for peer in config.peers_of(node) {
         let server = names::server(&peer.name);
         let partition = names::queue_partition(&peer.name);
