@@ -37,6 +37,14 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     }
     let peers = config.nodes.len() - 1;
     install_or_print(&mut clients, &scripts, args.dry_run, |_| {
-        format!("initialized ({peers} peer(s))")
+        format!(
+            "initialized ({peers} peer(s); owned by agent role {}{})",
+            config.agent.role,
+            if config.agent.superuser {
+                ", a superuser"
+            } else {
+                ""
+            }
+        )
     })
 }
