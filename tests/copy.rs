@@ -17,6 +17,40 @@ fn create(s: &Setup, table: &str) {
     }
 }
 
+/// Runs `repctl ARGS` while a writer on `source` keeps committing `sql(0)`, `sql(1)`, ..; the
+/// writer starts first and goes on for `after` more transactions. Returns how many it committed.
+fn add_while_writing(
+    s: &Setup,
+    source: &str,
+    args: &[&str],
+    after: i64,
+    sql: impl Fn(i64) -> String + Sync,
+) -> (i64, String) {
+    let stop = AtomicBool::new(false);
+    let writes = AtomicI64::new(0);
+    let wait_for = |n: i64| {
+        while writes.load(Ordering::SeqCst) < n {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut c = s.node(source).admin();
+            let mut i: i64 = 0;
+            while !stop.load(Ordering::SeqCst) {
+                c.batch_execute(&sql(i)).unwrap();
+                i += 1;
+                writes.store(i, Ordering::SeqCst);
+            }
+        });
+        wait_for(20);
+        let out = s.repctl_ok(args, 0);
+        wait_for(writes.load(Ordering::SeqCst) + after);
+        stop.store(true, Ordering::SeqCst);
+        (writes.load(Ordering::SeqCst), out)
+    })
+}
+
 /// The issue's scenario: 1,000,000 rows on one node, copied while a writer keeps updating,
 /// inserting and deleting there; nothing lost or applied twice, the nodes verify equal.
 #[test]
@@ -30,50 +64,32 @@ fn million_rows_copied_while_a_writer_keeps_writing() {
          analyze seeded",
     );
     s.repctl_ok(&["init"], 0);
-    let stop = AtomicBool::new(false);
-    let writes = AtomicI64::new(0);
-    std::thread::scope(|scope| {
-        let (s, stop, writes) = (&s, &stop, &writes);
-        scope.spawn(move || {
-            let mut c = s.node("local").admin();
-            let mut i: i64 = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let id = 1 + (i * 7919) % 1_000_000;
-                c.batch_execute(&format!(
-                    "begin;
-                     update seeded set b = b + 1, a = 'w{i}' where id = {id};
-                     insert into seeded values ({new}, 'new', 0, now());
-                     delete from seeded where id = {old};
-                     commit;",
-                    new = 2_000_000 + i,
-                    old = 1_000_000 - i,
-                ))
-                .unwrap();
-                i += 1;
-                writes.store(i, Ordering::SeqCst);
-            }
-        });
-        // Let the writer get going before the table is added.
-        while writes.load(Ordering::SeqCst) < 20 {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let started = Instant::now();
-        let out = s.repctl_ok(&["add-table", "public.seeded", "--copy-from", "local"], 0);
-        eprintln!(
-            "copy of 1,000,000 rows with a writer: {:.2?}: {out}",
-            started.elapsed()
-        );
-        let during = writes.load(Ordering::SeqCst);
-        // The writer goes on in synchronous mode for a moment.
-        while writes.load(Ordering::SeqCst) < during + 50 {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        stop.store(true, Ordering::SeqCst);
-    });
+    let started = Instant::now();
+    let (n, out) = add_while_writing(
+        &s,
+        "local",
+        &["add-table", "public.seeded", "--copy-from", "local"],
+        50,
+        |i| {
+            format!(
+                "begin;
+                 update seeded set b = b + 1, a = 'w{i}' where id = {id};
+                 insert into seeded values ({new}, 'new', 0, now());
+                 delete from seeded where id = {old};
+                 commit;",
+                id = 1 + (i * 7919) % 1_000_000,
+                new = 2_000_000 + i,
+                old = 1_000_000 - i,
+            )
+        },
+    );
+    eprintln!(
+        "copy of 1,000,000 rows with a writer: {:.2?}: {out}",
+        started.elapsed()
+    );
     s.repctl_ok(&["drain"], 0);
     s.repctl_ok(&["verify"], 0);
     s.repctl_ok(&["verify", "--rows"], 0);
-    let n = writes.load(Ordering::SeqCst);
     assert!(
         n > 100,
         "the writer wrote during the copy ({n} transactions)"
@@ -177,4 +193,52 @@ fn copy_respects_where_and_columns() {
         remote.count("select count(*) from part where note is not null"),
         1
     );
+}
+
+/// Three nodes: the copy goes from the middle node to both others at once while a writer keeps
+/// writing there; afterwards every node writes (sync mode) and all three verify equal.
+#[test]
+fn copy_to_two_peers_while_writing() {
+    let s = Setup::owned(&["a", "b", "c"], false);
+    create(&s, "trio");
+    let b = s.node("b");
+    b.exec(
+        "insert into trio select g, md5(g::text), 0, now() from generate_series(1, 50000) g; analyze trio",
+    );
+    s.repctl_ok(&["init"], 0);
+    add_while_writing(
+        &s,
+        "b",
+        &["add-table", "public.trio", "--copy-from", "b"],
+        20,
+        |i| {
+            format!(
+                "begin;
+                 update trio set b = b + 1 where id = {id};
+                 insert into trio values ({new}, 'new', 0, now());
+                 commit;",
+                id = 1 + (i * 7919) % 50_000,
+                new = 100_000 + i,
+            )
+        },
+    );
+    for (k, n) in s.nodes.iter().enumerate() {
+        n.exec(&format!(
+            "insert into trio values ({}, 'after', 0, now()); update trio set b = b + 1 where id = {}",
+            200_000 + k,
+            10 + k
+        ));
+    }
+    s.repctl_ok(&["drain"], 0);
+    s.repctl_ok(&["verify"], 0);
+    s.repctl_ok(&["verify", "--rows"], 0);
+    for n in &s.nodes {
+        assert_eq!(
+            n.count("select coalesce(sum(b), 0) from trio"),
+            b.count("select coalesce(sum(b), 0) from trio"),
+            "node {}: every update exactly once",
+            n.name
+        );
+        assert_eq!(n.count("select count(*) from trio where a = 'after'"), 3);
+    }
 }
