@@ -956,3 +956,56 @@ fn where_that_closes_its_parenthesis_is_refused() {
         assert!(stderr.contains("--where"), "{stderr}");
     }
 }
+
+/// A table's apply function belongs to the table's owner, who may ALTER it. In the seed's setup
+/// that owner is also the peer login, with USAGE on schema repctl: made SECURITY INVOKER with a
+/// search_path of its own, the function would run its owner's planted code with the agent's
+/// rights. repctl.apply refuses to call it then, and alter-table puts it back.
+#[test]
+fn a_tampered_apply_function_is_not_called() {
+    let mut s = Setup::pair(Layout::TwoClusters);
+    s.seed_tables();
+    s.replicate_seed_tables();
+    let remote = s.node("remote");
+    let apply_fn: String = remote
+        .admin()
+        .query_one("select apply_fn::text from repctl.tables", &[])
+        .unwrap()
+        .get(0);
+    let mut owner = login(remote, "remote", "REMOTE321");
+    owner
+        .batch_execute(&format!(
+            "create table remote.stolen (who text);
+             grant usage on schema remote to public;
+             grant all on remote.stolen, remote.rmt_test to public;
+             create function remote.jsonb_array_elements(p jsonb) returns setof jsonb language sql as $$
+               insert into remote.stolen values (current_user);
+               select pg_catalog.jsonb_array_elements(p)
+             $$;
+             alter function repctl.{}(jsonb, boolean, text, jsonb)
+               security invoker set search_path = remote, pg_catalog;",
+            qi(&apply_fn)
+        ))
+        .unwrap();
+    s.node("local")
+        .exec("insert into local.loc_test values (1, 'k', 'after tampering', now(), now())");
+    assert_eq!(remote.count("select count(*) from remote.stolen"), 0);
+    assert_eq!(remote.count("select count(*) from remote.rmt_test"), 0);
+    // Refused on the peer: the pair stops at the change (exit 1) and says what to do.
+    let out = s.repctl_ok(&["drain"], 1);
+    assert!(
+        out.contains("is not SECURITY DEFINER")
+            && out.contains("run repctl alter-table local.loc_test"),
+        "{out}"
+    );
+    assert_eq!(remote.count("select count(*) from remote.stolen"), 0);
+    let status = s.repctl_ok(&["status", "--json"], 1);
+    assert!(
+        status.contains("apply function (SECURITY DEFINER)"),
+        "{status}"
+    );
+    s.repctl_ok(&["alter-table", "local.loc_test"], 0);
+    s.repctl_ok(&["drain"], 0);
+    s.assert_converged(&common::TABLES);
+    assert_eq!(remote.count("select count(*) from remote.stolen"), 0);
+}

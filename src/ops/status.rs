@@ -187,8 +187,8 @@ fn table_missing(client: &mut Client, logical: &str) -> Result<Vec<String>> {
         "select what from repctl.tables t,
                 lateral (values
                   ('capture function', to_regproc(format('repctl.%I', t.capture_fn)) is not null),
-                  ('apply function', exists (select from pg_proc where proname = t.apply_fn
-                                             and pronamespace = 'repctl'::regnamespace)),
+                  ('apply function (SECURITY DEFINER)', exists (select from pg_proc where proname = t.apply_fn
+                                             and pronamespace = 'repctl'::regnamespace and prosecdef)),
                   ('table', to_regclass(format('%I.%I', t.nsp, t.rel)) is not null)) c(what, ok)
           where t.name = $1 and not c.ok
          union all

@@ -377,11 +377,18 @@ begin
              group by c ->> 't', (c ->> 'op') = 'T', grp) s
      order by s.lo
   loop
-    select t.apply_fn, t.conflict, array(select c from unnest(t.columns) c where c <> all (t.key_columns)) as nonkey
+    select t.apply_fn, t.conflict, array(select c from unnest(t.columns) c where c <> all (t.key_columns)) as nonkey,
+           (select p.prosecdef from pg_proc p where p.proname = t.apply_fn and p.pronamespace = 'repctl'::regnamespace) as definer
       into v_table from repctl.tables t where t.name = v_segment.tbl;
     if v_table.apply_fn is null then
       raise exception 'repctl: table % from node % is not replicated on node %', v_segment.tbl, p_origin, v_node
         using hint = 'run repctl add-table for it, or repctl remove-table on every node';
+    end if;
+    -- The table's owner owns its apply function and may ALTER it: made SECURITY INVOKER, it would
+    -- run that owner's code with the agent's rights.
+    if v_table.definer is distinct from true then
+      raise exception 'repctl: the apply function of % on node % is not SECURITY DEFINER (altered?); run repctl alter-table % to reinstall it',
+        v_segment.tbl, v_node, v_segment.tbl;
     end if;
     -- Consecutive changes of one table go to its apply function together; a batch of one table
     -- (the common case) is passed on as it came.
