@@ -1,10 +1,11 @@
-//! The rendered SQL of verify --rows, repair and the initial copy, as exact text, for a table with
-//! awkward names, a two-column key and a `--where` condition (`cargo insta review` on change).
+//! The rendered SQL of verify, verify --rows, repair and the initial copy, as exact text, for a table
+//! with awkward names, a two-column key and a `--where` condition (`cargo insta review` on change).
 
 use repctl::catalog::{Column, TableName};
 use repctl::install::copy::render_copy;
 use repctl::ops::diff::side::{Slots, TableOn, render_query};
 use repctl::ops::repair::{render_begin, render_statement};
+use repctl::ops::verify::{self, ColumnHash, Described, Mode};
 use serde_json::{Map, Value};
 
 fn table() -> TableOn {
@@ -61,6 +62,39 @@ fn diff_queries() {
         all.push_str(&render_query(&t, query, &slots).unwrap());
     }
     insta::assert_snapshot!("diff_queries", all);
+}
+
+#[test]
+fn verify_queries() {
+    let t = table();
+    let column = |name: &str, nullable: bool, how: &str, func: Option<&str>| ColumnHash {
+        name: name.into(),
+        nullable,
+        how: how.into(),
+        schema: func.map(|_| "pg_catalog".into()),
+        func: func.map(Into::into),
+    };
+    let node = Described {
+        table: repctl::ops::NodeTable {
+            nsp: t.name.schema.clone(),
+            rel: t.name.table.clone(),
+            columns: t.column_names(),
+            where_clause: t.where_clause.clone(),
+            mode: "sync".into(),
+        },
+        version: 150000,
+        columns: vec![
+            column("k 1", false, "direct", Some("hashint4extended")),
+            column("K\"2", false, "direct", Some("hashtextextended")),
+            column("v", true, "record", Some("timestamp_hash_extended")),
+            column("repctl_hash", true, "text", None),
+        ],
+    };
+    let (mode, agreed) = verify::agree([&node]);
+    assert_eq!(mode, Mode::Hash);
+    let mut all = verify::checksum_sql(&node, Mode::Text, &[]).unwrap();
+    all.push_str(&verify::checksum_sql(&node, mode, &agreed).unwrap());
+    insta::assert_snapshot!("verify_queries", all);
 }
 
 fn image(pairs: &[(&str, Option<&str>)]) -> Map<String, Value> {

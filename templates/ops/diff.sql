@@ -2,7 +2,7 @@
     the statement. Keys travel as jsonb objects of the key columns' text forms (the form row images
     use) in bind parameters: `lo`/`hi` are the placeholder numbers of a key range's inclusive lower
     and exclusive upper bound, absent when the range is open. The caller pins the text settings, so
-    row hashes are verify's `hashtext(row(...)::text)`. -#}
+    row hashes are verify's text mode, `hashtext(row(...)::text)`. -#}
 {%- macro keycols(a) -%}
 {% for k in key %}{{ a | qi }}.{{ k.name | qi }}{% if not loop.last %}, {% endif %}{% endfor %}
 {%- endmacro -%}
