@@ -1131,7 +1131,7 @@ impl<'a> Ctx<'a> {
             verify::describe(&mut v.peer, "peer", "bench.v")?,
         ];
         let (mode, agreed) = verify::agree(&described);
-        let sql = verify::checksum_sql(&described[0], mode, &agreed)?;
+        let sql = verify::checksum_sql(&described[0].table, &described[0].checksum(mode, &agreed))?;
         let sum = |c: &mut Client| -> Result<f64> {
             let t = Instant::now();
             c.query_one(&sql, &[])?;

@@ -5,7 +5,7 @@ use repctl::catalog::{Column, TableName};
 use repctl::install::copy::render_copy;
 use repctl::ops::diff::side::{Slots, TableOn, render_query};
 use repctl::ops::repair::{render_begin, render_statement};
-use repctl::ops::verify::{self, ColumnHash, Described, Mode};
+use repctl::ops::verify::{self, Checksum, ColumnHash, Described, Mode};
 use serde_json::{Map, Value};
 
 fn table() -> TableOn {
@@ -28,7 +28,28 @@ fn table() -> TableOn {
         ],
         key: vec![col("k 1", "integer"), col("K\"2", "text")],
         where_clause: Some("\"k 1\" > 0".into()),
+        checksum: Checksum {
+            mode: Mode::Hash,
+            columns: hashed_columns(),
+        },
     }
+}
+
+/// The table's columns as hash mode hashes them: by their hash function, through a record, as text.
+fn hashed_columns() -> Vec<ColumnHash> {
+    let column = |name: &str, nullable: bool, how: &str, func: Option<&str>| ColumnHash {
+        name: name.into(),
+        nullable,
+        how: how.into(),
+        schema: func.map(|_| "pg_catalog".into()),
+        func: func.map(Into::into),
+    };
+    vec![
+        column("k 1", false, "direct", Some("hashint4extended")),
+        column("K\"2", false, "direct", Some("hashtextextended")),
+        column("v", true, "record", Some("timestamp_hash_extended")),
+        column("repctl_hash", true, "text", None),
+    ]
 }
 
 #[test]
@@ -67,13 +88,6 @@ fn diff_queries() {
 #[test]
 fn verify_queries() {
     let t = table();
-    let column = |name: &str, nullable: bool, how: &str, func: Option<&str>| ColumnHash {
-        name: name.into(),
-        nullable,
-        how: how.into(),
-        schema: func.map(|_| "pg_catalog".into()),
-        func: func.map(Into::into),
-    };
     let node = Described {
         table: repctl::ops::NodeTable {
             nsp: t.name.schema.clone(),
@@ -83,17 +97,12 @@ fn verify_queries() {
             mode: "sync".into(),
         },
         version: 150000,
-        columns: vec![
-            column("k 1", false, "direct", Some("hashint4extended")),
-            column("K\"2", false, "direct", Some("hashtextextended")),
-            column("v", true, "record", Some("timestamp_hash_extended")),
-            column("repctl_hash", true, "text", None),
-        ],
+        columns: hashed_columns(),
     };
     let (mode, agreed) = verify::agree([&node]);
     assert_eq!(mode, Mode::Hash);
-    let mut all = verify::checksum_sql(&node, Mode::Text, &[]).unwrap();
-    all.push_str(&verify::checksum_sql(&node, mode, &agreed).unwrap());
+    let mut all = verify::checksum_sql(&node.table, &node.checksum(Mode::Text, &[])).unwrap();
+    all.push_str(&verify::checksum_sql(&node.table, &node.checksum(mode, &agreed)).unwrap());
     insta::assert_snapshot!("verify_queries", all);
 }
 

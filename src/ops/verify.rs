@@ -142,31 +142,82 @@ pub fn agree<'d>(nodes: impl IntoIterator<Item = &'d Described>) -> (Mode, Vec<C
     (Mode::Hash, columns)
 }
 
-/// The checksum query for one node: its own column names, hashed as agreed.
-pub fn checksum_sql(node: &Described, mode: Mode, agreed: &[ColumnHash]) -> Result<String> {
-    let columns: Vec<_> = match mode {
-        Mode::Text => node.columns.iter().collect::<Vec<_>>(),
-        Mode::Hash => agreed.iter().collect(),
-    }
-    .into_iter()
-    .zip(&node.columns)
-    .map(|(how, own)| {
-        context! {
-            name => own.name.clone(),
-            nullable => how.nullable,
-            how => how.how.clone(),
-            schema => how.schema.clone(),
-            func => how.func.clone(),
+/// How one node hashes its rows (`templates/ops/checksum.sql`): the mode every node agreed on,
+/// and the node's own columns in order.
+#[derive(Debug, Clone)]
+pub struct Checksum {
+    pub mode: Mode,
+    pub columns: Vec<ColumnHash>,
+}
+
+impl Checksum {
+    /// Text mode over the named columns.
+    pub fn text(columns: &[String]) -> Checksum {
+        Checksum {
+            mode: Mode::Text,
+            columns: columns
+                .iter()
+                .map(|name| ColumnHash {
+                    name: name.clone(),
+                    nullable: true,
+                    how: "text".into(),
+                    schema: None,
+                    func: None,
+                })
+                .collect(),
         }
-    })
-    .collect();
+    }
+
+    /// The `checksum` a template passes to `row_sum`.
+    pub fn context(&self) -> minijinja::Value {
+        let columns: Vec<_> = self
+            .columns
+            .iter()
+            .map(|c| {
+                context! {
+                    name => c.name.clone(),
+                    nullable => c.nullable,
+                    how => c.how.clone(),
+                    schema => c.schema.clone(),
+                    func => c.func.clone(),
+                }
+            })
+            .collect();
+        let mode = match self.mode {
+            Mode::Text => "text",
+            Mode::Hash => "hash",
+        };
+        context! { mode, columns }
+    }
+}
+
+impl Described {
+    /// This node's checksum: its own column names, hashed as `agree` decided for every node.
+    pub fn checksum(&self, mode: Mode, agreed: &[ColumnHash]) -> Checksum {
+        let columns = match mode {
+            Mode::Text => self.columns.clone(),
+            Mode::Hash => self
+                .columns
+                .iter()
+                .zip(agreed)
+                .map(|(own, how)| ColumnHash {
+                    name: own.name.clone(),
+                    ..how.clone()
+                })
+                .collect(),
+        };
+        Checksum { mode, columns }
+    }
+}
+
+/// The checksum query for one node.
+pub fn checksum_sql(table: &NodeTable, checksum: &Checksum) -> Result<String> {
     render::render(
         "ops/verify.sql",
         &context! {
-            mode => match mode { Mode::Text => "text", Mode::Hash => "hash" },
-            columns,
-            table => safe(render::qualified(&node.table.nsp, &node.table.rel)),
-            where => node.table.where_clause.clone().map(safe),
+            checksum => checksum.context(),
+            table => safe(render::qualified(&table.nsp, &table.rel)),
+            where => table.where_clause.clone().map(safe),
         },
     )
 }
@@ -285,7 +336,7 @@ fn checksum(
     mode: Mode,
     agreed: &[ColumnHash],
 ) -> Result<NodeSum> {
-    let sql = checksum_sql(described, mode, agreed)?;
+    let sql = checksum_sql(&described.table, &described.checksum(mode, agreed))?;
     let mut tx = client.build_transaction().read_only(true).start()?;
     db::pin_text_settings(&mut tx)?;
     let row = tx

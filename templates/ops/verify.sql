@@ -1,24 +1,5 @@
-{#- One node's checksum of a replicated table: count(*) and a sum of row hashes over the replicated
-    columns in one order. Every node must render the same `mode`; the caller pins the session settings
-    that shape text forms.
-    - "text", the seed's: hashtext(row(...)::text). Formatting every value is most of its cost.
-    - "hash": each column's 64-bit hash is seeded with the hash of the columns before it, so a row
-      hash depends on every value and its place (hash_record_extended of the whole row adds the
-      columns' hashes linearly, and summed over rows cannot see a value moved to another row). `c.how` says how a column is hashed: "direct" by
-      its type's hash function `c.schema`.`c.func`, "record" by that function through
-      hash_record_extended (when the function is declared for another type, e.g. date's takes int4),
-      "text" by its text form. A nullable column is hashed on its own and then mixed in, NULL as an
-      arbitrary constant (0 through hash_record_extended): a strict function would turn NULL into a
-      NULL row hash, which the sum skips.
-      The numeric sum cannot overflow; it is reduced mod 2^64 into bigint's range. -#}
-{%- macro hash_open(c) -%}
-{% if c.how == "direct" %}{{ c.schema | qi }}.{{ c.func | qi }}({{ c.name | qi }}{% elif c.how == "record" %}pg_catalog.hash_record_extended(row({{ c.name | qi }}){% else %}pg_catalog.hashtextextended({{ c.name | qi }}::text{% endif %}
-{%- endmacro -%}
-{% if mode == "text" %}
-select count(*) as rows, coalesce(sum(hashtext(row({% for c in columns %}{{ c.name | qi }}{% if not loop.last %}, {% endif %}{% endfor %})::text)), 0)::bigint as hash
-{% else %}
-select count(*) as rows,
-       ((coalesce(sum({% for c in columns | reverse %}{% if c.nullable %}pg_catalog.hashint8extended(coalesce({{ hash_open(c) }}, 0), 6164312513634113437), {% else %}{{ hash_open(c) }}, {% endif %}{% endfor %}0{% for c in columns %}){% endfor %}), 0)
-         % 18446744073709551616 + 27670116110564327424) % 18446744073709551616 - 9223372036854775808)::bigint as hash
-{% endif %}
+{#- One node's checksum of a replicated table: count(*) and the sum of row hashes of
+    ops/checksum.sql. -#}
+{%- from "ops/checksum.sql" import row_sum -%}
+select count(*) as rows, {{ row_sum(checksum, none) }} as hash
   from only {{ table }}{% if where %} where ({{ where }}){% endif %}
