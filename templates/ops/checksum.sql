@@ -4,7 +4,8 @@
     - "text", the seed's: hashtext(row(...)::text). Formatting every value is most of its cost.
     - "hash": each column's 64-bit hash is seeded with the hash of the columns before it, so a row
       hash depends on every value and its place (hash_record_extended of the whole row adds the
-      columns' hashes linearly, and summed over rows cannot see a value moved to another row).
+      columns' hashes linearly: summed over rows, two rows swapping a value would leave the sum
+      unchanged mod 2^64).
       `c.how` says how a column is hashed: "direct" by its type's hash function
       `c.schema`.`c.func`, "record" by that function through hash_record_extended (when the
       function is declared for another type, e.g. date's takes int4), "text" by its text form. A
