@@ -17,14 +17,14 @@ use crate::render::{self, safe};
 pub enum Mode {
     /// `hashtext(row(...)::text)`: any server, any column type.
     Text,
-    /// Each column's extended hash function, chained (`templates/ops/verify.sql`); needs
+    /// Each column's extended hash function, chained (`templates/ops/checksum.sql`); needs
     /// `hash_record_extended` (PostgreSQL 14) and one major version on every node, whose hash
     /// functions then agree.
     Hash,
 }
 
-/// How hash mode hashes one column (see `templates/ops/verify.sql`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// How hash mode hashes one column (see `templates/ops/checksum.sql`).
+#[derive(Debug, Clone)]
 pub struct ColumnHash {
     pub name: String,
     pub nullable: bool,
@@ -194,19 +194,21 @@ impl Checksum {
 impl Described {
     /// This node's checksum: its own column names, hashed as `agree` decided for every node.
     pub fn checksum(&self, mode: Mode, agreed: &[ColumnHash]) -> Checksum {
-        let columns = match mode {
-            Mode::Text => self.columns.clone(),
-            Mode::Hash => self
-                .columns
-                .iter()
-                .zip(agreed)
-                .map(|(own, how)| ColumnHash {
-                    name: own.name.clone(),
-                    ..how.clone()
-                })
-                .collect(),
-        };
-        Checksum { mode, columns }
+        match mode {
+            Mode::Text => Checksum::text(&self.table.columns),
+            Mode::Hash => Checksum {
+                mode,
+                columns: self
+                    .columns
+                    .iter()
+                    .zip(agreed)
+                    .map(|(own, how)| ColumnHash {
+                        name: own.name.clone(),
+                        ..how.clone()
+                    })
+                    .collect(),
+            },
+        }
     }
 }
 
