@@ -42,6 +42,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow, bail};
 use postgres::{Client, GenericClient};
 use repctl::cluster::{Cluster, ClusterOptions};
+use repctl::ops::verify;
 
 /// First argument that turns the bench binary into `repctl`.
 pub const REPCTL_CLI: &str = "--repctl-cli";
@@ -1124,12 +1125,16 @@ impl<'a> Ctx<'a> {
             c.query_one("select count(*) from bench.v", &[])?;
             Ok(t.elapsed().as_secs_f64())
         };
+        // The checksum query as verify renders it for these nodes.
+        let described = [
+            verify::describe(&mut v.origin, "origin", "bench.v")?,
+            verify::describe(&mut v.peer, "peer", "bench.v")?,
+        ];
+        let (mode, agreed) = verify::agree(&described);
+        let sql = verify::checksum_sql(&described[0].table, &described[0].checksum(mode, &agreed))?;
         let sum = |c: &mut Client| -> Result<f64> {
             let t = Instant::now();
-            c.query_one(
-                "select count(*), coalesce(sum(hashtext(row(pk1, pk2, info, crt_time, mod_time)::text)), 0)::bigint from only bench.v",
-                &[],
-            )?;
+            c.query_one(&sql, &[])?;
             Ok(t.elapsed().as_secs_f64())
         };
         // Warm both caches the same way before timing anything.

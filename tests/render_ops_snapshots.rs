@@ -1,10 +1,11 @@
-//! The rendered SQL of verify --rows, repair and the initial copy, as exact text, for a table with
-//! awkward names, a two-column key and a `--where` condition (`cargo insta review` on change).
+//! The rendered SQL of verify, verify --rows, repair and the initial copy, as exact text, for a table
+//! with awkward names, a two-column key and a `--where` condition (`cargo insta review` on change).
 
 use repctl::catalog::{Column, TableName};
 use repctl::install::copy::render_copy;
 use repctl::ops::diff::side::{Slots, TableOn, render_query};
 use repctl::ops::repair::{render_begin, render_statement};
+use repctl::ops::verify::{self, Checksum, ColumnHash, Described, Mode};
 use serde_json::{Map, Value};
 
 fn table() -> TableOn {
@@ -27,7 +28,28 @@ fn table() -> TableOn {
         ],
         key: vec![col("k 1", "integer"), col("K\"2", "text")],
         where_clause: Some("\"k 1\" > 0".into()),
+        checksum: Checksum {
+            mode: Mode::Hash,
+            columns: hashed_columns(),
+        },
     }
+}
+
+/// The table's columns as hash mode hashes them: by their hash function, through a record, as text.
+fn hashed_columns() -> Vec<ColumnHash> {
+    let column = |name: &str, nullable: bool, how: &str, func: Option<&str>| ColumnHash {
+        name: name.into(),
+        nullable,
+        how: how.into(),
+        schema: func.map(|_| "pg_catalog".into()),
+        func: func.map(Into::into),
+    };
+    vec![
+        column("k 1", false, "direct", Some("hashint4extended")),
+        column("K\"2", false, "direct", Some("hashtextextended")),
+        column("v", true, "record", Some("timestamp_hash_extended")),
+        column("repctl_hash", true, "text", None),
+    ]
 }
 
 #[test]
@@ -61,6 +83,27 @@ fn diff_queries() {
         all.push_str(&render_query(&t, query, &slots).unwrap());
     }
     insta::assert_snapshot!("diff_queries", all);
+}
+
+#[test]
+fn verify_queries() {
+    let t = table();
+    let node = Described {
+        table: repctl::ops::NodeTable {
+            nsp: t.name.schema.clone(),
+            rel: t.name.table.clone(),
+            columns: t.column_names(),
+            where_clause: t.where_clause.clone(),
+            mode: "sync".into(),
+        },
+        version: 150000,
+        columns: hashed_columns(),
+    };
+    let (mode, agreed) = verify::agree([&node]);
+    assert_eq!(mode, Mode::Hash);
+    let mut all = verify::checksum_sql(&node.table, &node.checksum(Mode::Text, &[])).unwrap();
+    all.push_str(&verify::checksum_sql(&node.table, &node.checksum(mode, &agreed)).unwrap());
+    insta::assert_snapshot!("verify_queries", all);
 }
 
 fn image(pairs: &[(&str, Option<&str>)]) -> Map<String, Value> {

@@ -8,8 +8,8 @@ use crate::config::Config;
 use crate::ops::verify;
 use crate::ops::verify_rows::{self, RowsReport};
 
-/// Compare replicated tables across nodes: row count and sum(hashtext(row::text)) over the replicated
-/// columns; with --rows, the keys that differ.
+/// Compare replicated tables across nodes: row count and a sum of row hashes over the replicated
+/// columns, equal when the values' text forms are; with --rows, the keys that differ.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Only this table (its replicated name, SCHEMA.TABLE).

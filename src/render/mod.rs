@@ -41,6 +41,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/table/text_settings.sql"),
     ),
     (
+        "ops/checksum.sql",
+        include_str!("../../templates/ops/checksum.sql"),
+    ),
+    (
         "ops/verify.sql",
         include_str!("../../templates/ops/verify.sql"),
     ),

@@ -1,8 +1,10 @@
 {#- Row-level comparison of one replicated table on one node (verify --rows, repair). `query` picks
     the statement. Keys travel as jsonb objects of the key columns' text forms (the form row images
     use) in bind parameters: `lo`/`hi` are the placeholder numbers of a key range's inclusive lower
-    and exclusive upper bound, absent when the range is open. The caller pins the text settings, so
-    row hashes are verify's `hashtext(row(...)::text)`. -#}
+    and exclusive upper bound, absent when the range is open. The caller pins the text settings. A
+    range's sum is verify's (`checksum`, as every node agreed); a key's row hash is verify's text
+    mode, `hashtext(row(...)::text)`, the int4 repair checks rows against. -#}
+{%- from "ops/checksum.sql" import row_sum -%}
 {%- macro keycols(a) -%}
 {% for k in key %}{{ a | qi }}.{{ k.name | qi }}{% if not loop.last %}, {% endif %}{% endfor %}
 {%- endmacro -%}
@@ -40,7 +42,7 @@ select {{ keyjson("s") }}::text
  where (s.repctl_rn - 1) % ${{ step }} = 0
  order by s.repctl_rn
 {% elif query == "range_sum" %}
-select count(*)::int8, coalesce(sum({{ hash("t") }}), 0)::int8
+select count(*)::int8, {{ row_sum(checksum, "t") }}
   from only {{ table }} as t
  where true{{ range("t") }}
 {% elif query == "blocks_sum" %}
@@ -48,7 +50,7 @@ select count(*)::int8, coalesce(sum({{ hash("t") }}), 0)::int8
 select b.i::int8, a.n, a.h
   from jsonb_array_elements($1::text::jsonb) with ordinality as b(r, i)
  cross join lateral (
-   select count(*)::int8 as n, coalesce(sum({{ hash("t") }}), 0)::int8 as h
+   select count(*)::int8 as n, {{ row_sum(checksum, "t") }} as h
      from only {{ table }} as t
     where {{ keyrow("t") }} >= ({% for k in key %}(b.r -> 0 ->> {{ k.name | ql }})::{{ k.type }}{% if not loop.last %}, {% endif %}{% endfor %})
       and {{ keyrow("t") }} < ({% for k in key %}(b.r -> 1 ->> {{ k.name | ql }})::{{ k.type }}{% if not loop.last %}, {% endif %}{% endfor %}){{ filtered() }}

@@ -1,4 +1,5 @@
-{#- The seed's comparison, over the replicated columns in one order; the caller pins the session settings
-    that shape text forms. -#}
-select count(*) as rows, coalesce(sum(hashtext(row({% for c in columns %}{{ c | qi }}{% if not loop.last %}, {% endif %}{% endfor %})::text)), 0)::bigint as hash
+{#- One node's checksum of a replicated table: count(*) and the sum of row hashes of
+    ops/checksum.sql. -#}
+{%- from "ops/checksum.sql" import row_sum -%}
+select count(*) as rows, {{ row_sum(checksum, none) }} as hash
   from only {{ table }}{% if where %} where ({{ where }}){% endif %}

@@ -91,6 +91,7 @@ pub fn diff_table(
 ) -> Result<Stats> {
     // The blocks pass is itself the checksum (an equal table costs one pass, as `verify` does), so
     // the reference is chosen by the planner's row estimate.
+    side::agree(sides)?;
     let estimates = each(sides, |s| s.estimate())?;
     let reference = heaviest(&estimates);
     progress.start(&sides[0].table.logical, estimates[reference].max(0) as u64);

@@ -10,6 +10,7 @@ use postgres::types::ToSql;
 
 use crate::catalog::{self, Column, TableName};
 use crate::db;
+use crate::ops::verify::{self, Checksum};
 use crate::render::{self, safe};
 
 /// A key range: `lo` inclusive, `hi` exclusive, each a key as jsonb text; None is open.
@@ -29,6 +30,8 @@ pub struct TableOn {
     /// Primary key columns in key order.
     pub key: Vec<Column>,
     pub where_clause: Option<String>,
+    /// How ranges are summed: text mode until every node's catalog has been read (`agree`).
+    pub checksum: Checksum,
 }
 
 impl TableOn {
@@ -67,6 +70,7 @@ impl TableOn {
         let columns: Vec<String> = row.get(2);
         let key: Vec<String> = row.get(3);
         Ok(TableOn {
+            checksum: Checksum::text(&columns),
             logical: logical.to_string(),
             columns: columns.iter().map(find).collect::<Result<_>>()?,
             key: key.iter().map(find).collect::<Result<_>>()?,
@@ -134,6 +138,7 @@ pub fn render_query(table: &TableOn, query: &str, slots: &Slots) -> Result<Strin
             key,
             columns => table.column_names(),
             where => table.where_clause.clone().map(safe),
+            checksum => table.checksum.context(),
             lo => slots.lo,
             hi => slots.hi,
             limit => slots.limit,
@@ -308,6 +313,18 @@ impl<'c> Side<'c> {
         }
         Ok((all, found))
     }
+}
+
+/// Makes every side sum ranges the way verify does on these nodes (`verify::agree`).
+pub fn agree(sides: &mut [Side<'_>]) -> Result<()> {
+    let described = each(sides, |s| {
+        verify::describe(s.client, &s.node, &s.table.logical)
+    })?;
+    let (mode, agreed) = verify::agree(&described);
+    for (side, d) in sides.iter_mut().zip(&described) {
+        side.table.checksum = d.checksum(mode, &agreed);
+    }
+    Ok(())
 }
 
 /// Runs `f` on every side at once, one thread each; results in side order.
