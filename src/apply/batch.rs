@@ -1,7 +1,7 @@
-//! A batch of queued changes as `repctl.apply` takes them: a json array in the form
-//! `repctl.change_json` gives one change (the sync flush builds the same array in SQL).
+//! A batch of queued changes as `repctl.apply` takes them: one json array per field, as
+//! `repctl.changes_json` builds it (the sync flush builds it that way, in SQL).
 //!
-//! The origin sends each change's parts as text (`templates/ops/batch.sql`) and the array is
+//! The origin sends each change's parts as text (`templates/ops/batch.sql`) and the arrays are
 //! joined here: the row images travel as the origin's jsonb prints them, never parsed or
 //! re-encoded on the way.
 
@@ -39,25 +39,36 @@ pub fn read_after(origin: &mut Client, peer: &str, size: i64, after: i64) -> Res
     if rows.is_empty() {
         return Ok(None);
     }
-    let mut payload = String::with_capacity(rows.len() * 256);
+    // The fields in repctl.changes_json's order; each array gets one element per change.
+    let mut fields: [(&str, String); 7] = ["s", "t", "op", "r", "o", "ts", "resolved"]
+        .map(|name| (name, String::with_capacity(rows.len() * 16)));
     let mut seqs = Vec::with_capacity(rows.len());
-    for (i, row) in rows.iter().enumerate() {
+    for row in &rows {
         let seq: i64 = row.get(0);
-        let json_str = |col: usize| serde_json::to_string(row.get::<_, &str>(col));
         let image = |col: usize| row.get::<_, Option<&str>>(col).unwrap_or("null");
-        let _ = write!(
-            payload,
-            r#"{}{{"s":{seq},"t":{},"op":{},"r":{},"o":{},"ts":{},"resolved":{}}}"#,
-            if i == 0 { '[' } else { ',' },
-            json_str(1)?,
-            json_str(2)?,
-            image(3),
-            image(4),
-            row.get::<_, &str>(5),
-            row.get::<_, bool>(6),
-        );
+        let values = [
+            seq.to_string(),
+            serde_json::to_string(row.get::<_, &str>(1))?,
+            serde_json::to_string(row.get::<_, &str>(2))?,
+            image(3).to_string(),
+            image(4).to_string(),
+            row.get::<_, &str>(5).to_string(),
+            row.get::<_, bool>(6).to_string(),
+        ];
+        for ((_, array), value) in fields.iter_mut().zip(values) {
+            array.push(if array.is_empty() { '[' } else { ',' });
+            array.push_str(&value);
+        }
         seqs.push(seq);
     }
-    payload.push(']');
+    let mut payload = String::with_capacity(fields.iter().map(|(_, a)| a.len() + 16).sum());
+    for (i, (name, array)) in fields.iter().enumerate() {
+        let _ = write!(
+            payload,
+            "{}\"{name}\":{array}]",
+            if i == 0 { '{' } else { ',' }
+        );
+    }
+    payload.push('}');
     Ok(Some(Batch { payload, seqs }))
 }

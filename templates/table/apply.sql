@@ -44,11 +44,14 @@ begin
   end if;
   return query
   with ev as (
-    select (c ->> 's')::bigint as s, c ->> 'op' as op, c -> 'r' as r, c -> 'o' as o, (c ->> 'resolved')::boolean as resolved,
-           {% if conflict_column %}case when c ->> 'op' = 'D' then (c ->> 'ts')::timestamptz
-                else coalesce((c -> 'r' ->> {{ conflict_column | ql }})::timestamptz, (c ->> 'ts')::timestamptz) end{% else %}(c ->> 'ts')::timestamptz{% endif %} as ts,
-           case when c ->> 'op' = 'D' then c -> 'o' else c -> 'r' end - {{ non_key_columns | ql }}::text[] as k
-      from jsonb_array_elements(p_changes) as c
+    select c.s::bigint as s, c.op, c.r, c.o, c.resolved::boolean as resolved,
+           {% if conflict_column %}case when c.op = 'D' then c.ts::timestamptz
+                else coalesce((c.r ->> {{ conflict_column | ql }})::timestamptz, c.ts::timestamptz) end{% else %}c.ts::timestamptz{% endif %} as ts,
+           case when c.op = 'D' then c.o else c.r end - {{ non_key_columns | ql }}::text[] as k
+      from rows from (jsonb_array_elements_text(p_changes -> 's'), jsonb_array_elements_text(p_changes -> 'op'),
+                      jsonb_array_elements(p_changes -> 'r'), jsonb_array_elements(p_changes -> 'o'),
+                      jsonb_array_elements_text(p_changes -> 'ts'), jsonb_array_elements_text(p_changes -> 'resolved'))
+           as c(s, op, r, o, ts, resolved)
   ), repeated as (
     -- Whether any key has more than one change, found by hashing: the sort below is for those
     -- batches only.
