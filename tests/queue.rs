@@ -190,7 +190,7 @@ fn drain_cut_off_after_peer_commit_is_settled() {
         let row = local
             .admin()
             .query_one(
-                "select json_agg(repctl.change_json(q) order by seq)::text, array_agg(seq order by seq)
+                "select repctl.changes_json(array_agg(q order by seq))::text, array_agg(seq order by seq)
                    from repctl.queue q where peer = 'remote'",
                 &[],
             )

@@ -1,5 +1,6 @@
-//! The rendered SQL of verify, verify --rows, repair and the initial copy, as exact text, for a table
-//! with awkward names, a two-column key and a `--where` condition (`cargo insta review` on change).
+//! The rendered SQL of verify, verify --rows, repair, the initial copy and drain's batch read, as
+//! exact text, for a table with awkward names, a two-column key and a `--where` condition (`cargo
+//! insta review` on change).
 
 use repctl::catalog::{Column, TableName};
 use repctl::install::copy::render_copy;
@@ -153,4 +154,12 @@ fn copy_statements() {
     }
     all.push_str(&render_copy("empty", &t.name, &columns, None).unwrap());
     insta::assert_snapshot!("copy_statements", all);
+}
+
+#[test]
+fn drain_batch_read() {
+    insta::assert_snapshot!(
+        "drain_batch_read",
+        repctl::apply::batch::render_read("remote").unwrap()
+    );
 }

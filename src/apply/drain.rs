@@ -2,6 +2,7 @@
 //!
 //! Per batch: read the oldest committed changes on the origin, apply them on the peer in one
 //! transaction that also records the batch's sequence numbers there, then delete them on the origin.
+//! `drain` reads the next batch on the origin while the peer applies the current one.
 //! A drain cut off between the peer's commit and the origin's delete finds the record on its next
 //! run and deletes those changes without applying them again. A session advisory lock per pair on
 //! the origin keeps a second drain (or `run`) from delivering the same pair at the same time, and
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use postgres::Client;
 use serde::Serialize;
+
+use super::batch::{self, Batch};
 
 /// Advisory lock class for a pair's drain lock (the second key is a hash of the peer name).
 pub const DRAIN_LOCK: i32 = 0x7265_7063;
@@ -42,12 +45,6 @@ impl Progress for NoProgress {
     fn start(&mut self, _: &str, _: &str, _: i64) {}
     fn advance(&mut self, _: i64) {}
     fn finish(&mut self) {}
-}
-
-/// A batch read from the origin's queue.
-struct Batch {
-    payload: String,
-    seqs: Vec<i64>,
 }
 
 /// Takes the pair's drain lock on the origin; held for the session, released by `unlock_pair`.
@@ -105,20 +102,6 @@ fn pending(origin: &mut Client, peer: &str) -> Result<i64> {
         .get(0))
 }
 
-fn read_batch(origin: &mut Client, peer: &str, size: i64) -> Result<Option<Batch>> {
-    let row = origin.query_one(
-        "select json_agg(repctl.change_json(q) order by q.seq)::text, array_agg(q.seq order by q.seq)
-           from repctl.queue q
-          where q.peer = $1 and q.seq in (select seq from repctl.queue where peer = $1 order by seq limit $2)",
-        &[&peer, &size],
-    )?;
-    let payload: Option<String> = row.get(0);
-    Ok(payload.map(|payload| Batch {
-        payload,
-        seqs: row.get(1),
-    }))
-}
-
 fn apply_batch(
     peer_client: &mut Client,
     origin_name: &str,
@@ -156,7 +139,7 @@ fn isolate_refused(
 ) -> Result<(i64, String)> {
     let mut delivered = 0;
     loop {
-        let Some(one) = read_batch(origin, peer, 1)? else {
+        let Some(one) = batch::read(origin, peer, 1)? else {
             return Ok((
                 delivered,
                 "the batch failed but every change applied alone".into(),
@@ -198,31 +181,76 @@ pub fn deliver_batch(
     peer: &str,
     size: i64,
 ) -> Result<Delivered> {
-    let Some(b) = read_batch(origin, peer, size)? else {
+    let Some(b) = batch::read(origin, peer, size)? else {
         return Ok(Delivered {
             count: 0,
             refused: None,
         });
     };
-    match apply_batch(peer_client, origin_name, &b) {
+    Ok(deliver(origin, peer_client, origin_name, peer, b, 0)?.0)
+}
+
+/// Delivers batch `b`, the oldest queued changes of a pair, and while the peer applies it reads
+/// the `next` changes after it on the origin (none when 0). The batch read ahead is returned only
+/// if nothing older than it is queued by then: a change committed after `b` was read, with a lower
+/// sequence number, goes first. Needs the pair lock.
+fn deliver(
+    origin: &mut Client,
+    peer_client: &mut Client,
+    origin_name: &str,
+    peer: &str,
+    b: Batch,
+    next: i64,
+) -> Result<(Delivered, Option<Batch>)> {
+    let last = *b.seqs.last().expect("a batch is never empty");
+    let (applied, ahead) = std::thread::scope(|s| {
+        let reader = (next > 0).then(|| s.spawn(|| batch::read_after(origin, peer, next, last)));
+        let applied = apply_batch(peer_client, origin_name, &b);
+        (
+            applied,
+            reader.map(|r| r.join().expect("the reading thread does not panic")),
+        )
+    });
+    match applied {
         Ok(()) => {
             acknowledge(origin, peer, &b.seqs)?;
-            Ok(Delivered {
-                count: b.seqs.len() as i64,
-                refused: None,
-            })
+            let ahead = match ahead.transpose()?.flatten() {
+                Some(a) if !queued_before(origin, peer, a.seqs[0])? => Some(a),
+                _ => None,
+            };
+            let count = b.seqs.len() as i64;
+            Ok((
+                Delivered {
+                    count,
+                    refused: None,
+                },
+                ahead,
+            ))
         }
         Err(e) if e.as_db_error().is_some() => {
             let (count, why) = isolate_refused(origin, peer_client, origin_name, peer)?;
-            Ok(Delivered {
-                count,
-                refused: Some(why),
-            })
+            Ok((
+                Delivered {
+                    count,
+                    refused: Some(why),
+                },
+                None,
+            ))
         }
         Err(e) => {
             Err(e).with_context(|| format!("node {peer}: applying a batch from {origin_name}"))
         }
     }
+}
+
+/// Whether changes older than `seq` are queued for `peer` (committed since the batch before was read).
+fn queued_before(origin: &mut Client, peer: &str, seq: i64) -> Result<bool> {
+    Ok(origin
+        .query_one(
+            "select exists (select from repctl.queue where peer = $1 and seq < $2)",
+            &[&peer, &seq],
+        )?
+        .get(0))
 }
 
 /// Delivers up to `limit` changes (all when None) from `origin_name` to `peer`, `batch` at a time.
@@ -244,15 +272,24 @@ pub fn drain_pair(
         settle_applied(origin, peer_client, origin_name, peer)?;
         let total = pending(origin, peer)?;
         progress.start(origin_name, peer, limit.map_or(total, |l| l.min(total)));
-        let mut delivered = 0;
-        while limit.is_none_or(|l| delivered < l) {
-            let size = limit.map_or(batch, |l| (l - delivered).min(batch));
-            let d = deliver_batch(origin, peer_client, origin_name, peer, size)?;
+        let room = |delivered: i64| limit.map_or(batch, |l| (l - delivered).min(batch));
+        let (mut delivered, mut ahead) = (0, None);
+        while room(delivered) > 0 {
+            let b = match ahead.take() {
+                Some(b) => b,
+                None => match batch::read(origin, peer, room(delivered))? {
+                    Some(b) => b,
+                    None => break,
+                },
+            };
+            let next = room(delivered + b.seqs.len() as i64);
+            let (d, a) = deliver(origin, peer_client, origin_name, peer, b, next)?;
             delivered += d.count;
             progress.advance(d.count);
-            if d.refused.is_some() || d.count == 0 {
+            if d.refused.is_some() {
                 return Ok((delivered, d.refused));
             }
+            ahead = a;
         }
         Ok((delivered, None))
     })();

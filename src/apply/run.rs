@@ -118,17 +118,15 @@ pub fn run(config: &Config, opts: &RunOptions, stop: &AtomicBool) -> Result<()> 
             refresh_metrics(&mut nodes, &pairs, metrics);
         }
         if window_start.elapsed() >= opts.stats_every {
-            let secs = window_start.elapsed().as_secs_f64();
-            info!(
-                "delivered {window_delivered} change(s) in {secs:.0} s ({:.0} rows/s)",
-                window_delivered as f64 / secs
-            );
+            log_throughput(window_delivered, window_start);
             (window_delivered, window_start) = (0, Instant::now());
         }
         if !busy {
             wait_for_work(&mut nodes, stop, &mut last_sweep);
         }
     }
+    // A run shorter than --stats-every still says what it delivered.
+    log_throughput(window_delivered, window_start);
     info!("run: stopping (signal); the current batch finished");
     for (i, conn) in nodes.iter_mut().enumerate() {
         if let Some(c) = conn.client.as_mut() {
@@ -140,6 +138,14 @@ pub fn run(config: &Config, opts: &RunOptions, stop: &AtomicBool) -> Result<()> 
         }
     }
     Ok(())
+}
+
+fn log_throughput(delivered: i64, since: Instant) {
+    let secs = since.elapsed().as_secs_f64();
+    info!(
+        "delivered {delivered} change(s) in {secs:.0} s ({:.0} rows/s)",
+        delivered as f64 / secs
+    );
 }
 
 /// One batch for one pair; takes the pair lock (and settles a cut-off batch) the first time.

@@ -202,11 +202,18 @@ begin
 end
 $fn$;
 
--- A queued change as it travels to a peer.
+-- Queued changes as they travel to a peer (repctl.apply's payload), in the order given: an array
+-- per field, the changes at the same position in each. The peer parses this in half the time an
+-- array of one object per change takes. drain builds the same in Rust (src/apply/batch.rs).
 -- json, not jsonb: batches are built as text to travel, and the peer parses them once.
-create or replace function repctl.change_json(q repctl.queue) returns json
-language sql immutable set search_path = pg_catalog as $fn$
-  select json_build_object('s', q.seq, 't', q.tbl, 'op', q.op, 'r', q.r, 'o', q.o, 'ts', q.ts, 'resolved', q.resolved)
+drop function if exists repctl.change_json(repctl.queue);
+create or replace function repctl.changes_json(p_changes repctl.queue[]) returns json
+language sql immutable strict set search_path = pg_catalog as $fn$
+  select json_build_object('s', json_agg(q.seq order by q.ordinality), 't', json_agg(q.tbl order by q.ordinality),
+                           'op', json_agg(q.op order by q.ordinality), 'r', json_agg(q.r order by q.ordinality),
+                           'o', json_agg(q.o order by q.ordinality), 'ts', json_agg(q.ts order by q.ordinality),
+                           'resolved', json_agg(q.resolved order by q.ordinality))
+    from unnest(p_changes) with ordinality as q
 $fn$;
 
 -- Raised by apply functions of tables with the conflict rule `error`: the pair stops at the change.
@@ -284,7 +291,7 @@ begin
       perform pg_notify('repctl', v_peer.name);
       continue;
     end if;
-    select json_agg(repctl.change_json(q) order by q.seq)::jsonb,
+    select repctl.changes_json(array_agg(q order by q.seq))::jsonb,
            array_agg(q.seq order by q.seq),
            bool_or(t.on_peer_failure = 'error')
       into v_payload, v_seqs, v_strict
@@ -369,12 +376,12 @@ begin
   -- Marks this transaction as replication so the capture triggers do not send the changes back.
   perform set_config('repctl.applying', 'on', true);
   for v_segment in
-    select s.tbl, s.trunc, s.lo, s.hi, s.lo = 1 and s.hi = jsonb_array_length(p_changes) as whole
-      from (select min(c ->> 't') as tbl, bool_or((c ->> 'op') = 'T') as trunc, min(ord) as lo, max(ord) as hi
-              from (select c, ord,
-                           ord - row_number() over (partition by c ->> 't', (c ->> 'op') = 'T' order by ord) as grp
-                      from jsonb_array_elements(p_changes) with ordinality as e(c, ord)) g
-             group by c ->> 't', (c ->> 'op') = 'T', grp) s
+    select s.tbl, s.trunc, s.lo, s.hi, s.lo = 1 and s.hi = jsonb_array_length(p_changes -> 't') as whole
+      from (select min(e.t) as tbl, bool_or(e.op = 'T') as trunc, min(e.ord) as lo, max(e.ord) as hi
+              from (select e.*, e.ord - row_number() over (partition by e.t, e.op = 'T' order by e.ord) as grp
+                      from rows from (jsonb_array_elements_text(p_changes -> 't'), jsonb_array_elements_text(p_changes -> 'op'))
+                           with ordinality as e(t, op, ord)) e
+             group by e.t, e.op = 'T', e.grp) s
      order by s.lo
   loop
     select t.apply_fn, t.conflict, array(select c from unnest(t.columns) c where c <> all (t.key_columns)) as nonkey,
@@ -390,18 +397,20 @@ begin
       raise exception 'repctl: the apply function of % on node % is not SECURITY DEFINER (altered?); run repctl alter-table % to reinstall it',
         v_segment.tbl, v_node, v_segment.tbl;
     end if;
-    -- Consecutive changes of one table go to its apply function together; a batch of one table
-    -- (the common case) is passed on as it came.
+    -- Consecutive changes of one table go to its apply function together (the same slice of each
+    -- field's array); a batch of one table (the common case) is passed on as it came.
     v_changes := case when v_segment.whole then p_changes
-                      else (select jsonb_agg(c order by ord) from jsonb_array_elements(p_changes) with ordinality as e(c, ord)
-                             where ord between v_segment.lo and v_segment.hi) end;
+                      else (select jsonb_object_agg(f.key, jsonb_path_query_array(f.value,
+                                     format('$[%s to %s]', v_segment.lo - 1, v_segment.hi - 1)::jsonpath))
+                              from jsonb_each(p_changes) as f) end;
     v_versions := null;
     if v_table.conflict in ('last-write-wins', 'node-priority') then
       select jsonb_agg(jsonb_build_object('k', v.k, 'origin', v.origin, 'ts', v.ts)) into v_versions
         from repctl.version v
        where v.tbl = v_segment.tbl
-         and v.k in (select (case when c ->> 'op' = 'D' then c -> 'o' else c -> 'r' end) - v_table.nonkey
-                       from jsonb_array_elements(v_changes) c);
+         and v.k in (select (case when c.op = 'D' then c.o else c.r end) - v_table.nonkey
+                       from rows from (jsonb_array_elements_text(v_changes -> 'op'), jsonb_array_elements(v_changes -> 'r'),
+                                       jsonb_array_elements(v_changes -> 'o')) as c(op, r, o));
     end if;
     -- The table's apply decides and writes the table (as its owner); what it decided is recorded
     -- here: the audit log, versions, and this node's own changes superseded or sent back.

@@ -9,6 +9,14 @@
 {%- macro typed_key(alias) -%}
 {% for c in key_column_types %}({{ alias | qi }}.k ->> {{ c.name | ql }})::{{ c.type }}{% if not loop.last %}, {% endif %}{% endfor %}
 {%- endmacro -%}
+{%- macro insert_decided(existing) -%}
+    insert into {{ table }} as t ({% for c in columns %}{{ c.name | qi }}{% if not loop.last %}, {% endif %}{% endfor %})
+{% if overriding %}
+  overriding system value
+{% endif %}
+  select {% for c in columns %}(d.img ->> {{ c.name | ql }})::{{ c.type }}{% if not loop.last %}, {% endif %}{% endfor +%}
+    from decided as d where d.wins and not d.del and d.cur is {% if existing %}not {% endif %}null
+{%- endmacro -%}
 {%- macro image(alias) -%}
 jsonb_object(array[{% for c in columns %}{{ c.name | ql }}{% if not loop.last %}, {% endif %}{% endfor %}], array[{% for c in columns %}{{ alias | qi }}.{{ c.name | qi }}::text{% if not loop.last %}, {% endif %}{% endfor %}])
 {%- endmacro -%}
@@ -36,19 +44,30 @@ begin
   end if;
   return query
   with ev as (
-    select (c ->> 's')::bigint as s, c ->> 'op' as op, c -> 'r' as r, c -> 'o' as o, (c ->> 'resolved')::boolean as resolved,
-           {% if conflict_column %}case when c ->> 'op' = 'D' then (c ->> 'ts')::timestamptz
-                else coalesce((c -> 'r' ->> {{ conflict_column | ql }})::timestamptz, (c ->> 'ts')::timestamptz) end{% else %}(c ->> 'ts')::timestamptz{% endif %} as ts,
-           case when c ->> 'op' = 'D' then c -> 'o' else c -> 'r' end - {{ non_key_columns | ql }}::text[] as k
-      from jsonb_array_elements(p_changes) as c
+    select c.s::bigint as s, c.op, c.r, c.o, c.resolved::boolean as resolved,
+           {% if conflict_column %}case when c.op = 'D' then c.ts::timestamptz
+                else coalesce((c.r ->> {{ conflict_column | ql }})::timestamptz, c.ts::timestamptz) end{% else %}c.ts::timestamptz{% endif %} as ts,
+           case when c.op = 'D' then c.o else c.r end - {{ non_key_columns | ql }}::text[] as k
+      from rows from (jsonb_array_elements_text(p_changes -> 's'), jsonb_array_elements_text(p_changes -> 'op'),
+                      jsonb_array_elements(p_changes -> 'r'), jsonb_array_elements(p_changes -> 'o'),
+                      jsonb_array_elements_text(p_changes -> 'ts'), jsonb_array_elements_text(p_changes -> 'resolved'))
+           as c(s, op, r, o, ts, resolved)
+  ), repeated as (
+    -- Whether any key has more than one change, found by hashing: the sort below is for those
+    -- batches only.
+    select exists (select from ev group by ev.k having count(*) > 1) as found
   ), batch as (
-    -- Per key: what the origin started from (first change) and where it ended (last change), in
-    -- one sort of the batch.
+    -- Per key: what the origin started from (first change) and where it ended (last change). Each
+    -- branch runs only when its one-time condition holds.
+    select ev.k, ev.op as first_op, ev.o as first_o, ev.op = 'D' as del, ev.r as img, ev.ts, ev.resolved
+      from ev
+     where not (select r.found from repeated as r)
+    union all
     select w.k, w.first_op, w.first_o, w.op = 'D' as del, w.r as img, w.ts, w.any_resolved as resolved
       from (select ev.*, first_value(ev.op) over k as first_op, first_value(ev.o) over k as first_o,
                    bool_or(ev.resolved) over k as any_resolved, row_number() over k as pos, count(*) over k as n
               from ev window k as (partition by ev.k order by ev.s rows between unbounded preceding and unbounded following)) as w
-     where w.pos = w.n
+     where w.pos = w.n and (select r.found from repeated as r)
   ), here as materialized (
     -- Materialized: the judgement below reads cur several times, one index probe per key is enough.
     select b.*, (select {{ image("t") }} from {{ table }} as t where ({{ keys("t") }}) = ({{ typed_key("b") }})) as cur
@@ -93,13 +112,13 @@ begin
   ), deleted as (
     delete from {{ table }} as t using decided as d
      where d.wins and d.del and ({{ keys("t") }}) = ({{ typed_key("d") }})
+  ), inserted as (
+    -- Keys this node does not have: a plain insert, without ON CONFLICT's speculative insertion.
+    -- Should a writer here insert one of them meanwhile, the batch fails; drain then applies it a
+    -- change at a time, and sees that row as a conflict.
+    {{ insert_decided(false) }}
   ), upserted as (
-    insert into {{ table }} as t ({% for c in columns %}{{ c.name | qi }}{% if not loop.last %}, {% endif %}{% endfor %})
-{% if overriding %}
-  overriding system value
-{% endif %}
-  select {% for c in columns %}(d.img ->> {{ c.name | ql }})::{{ c.type }}{% if not loop.last %}, {% endif %}{% endfor +%}
-    from decided as d where d.wins and not d.del
+    {{ insert_decided(true) }}
 {% if update_columns %}
   on conflict ({{ keys("") }}) do update set
 {% for c in update_columns %}
