@@ -173,6 +173,38 @@ fn rejected_change_stops_the_pair_and_stays_queued() {
     s.repctl_ok(&["verify"], 0);
 }
 
+/// A batch the peer refuses as a whole while each of its changes applies alone (here a peer-side
+/// trigger that refuses multi-row statements; in life, a row the peer wrote meanwhile): its
+/// changes go one by one, then the pair goes on in batches.
+#[test]
+fn a_batch_that_fails_only_as_a_whole_is_delivered_one_by_one() {
+    let s = Setup::pair(Layout::OneCluster);
+    for n in &s.nodes {
+        n.exec("create table whole (id int primary key, v text)");
+    }
+    s.repctl_ok(&["init"], 0);
+    s.repctl_ok(&["add-table", "public.whole", "--mode", "async"], 0);
+    s.node("remote").exec(
+        "create function one_at_a_time() returns trigger language plpgsql as $$
+         begin
+           if (select count(*) from new_rows) > 1 then
+             raise exception 'more than one row';
+           end if;
+           return null;
+         end $$;
+         create trigger one_at_a_time after insert on whole referencing new table as new_rows
+           for each statement execute function one_at_a_time()",
+    );
+    s.node("local")
+        .exec("insert into whole select g, 'v' from generate_series(1, 10) g");
+    let out = s.repctl_ok(&["drain", "--json", "--batch-size", "4"], 0);
+    let report: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let pair = report.iter().find(|r| r["from"] == "local").unwrap();
+    assert_eq!(pair["delivered"], 10, "{out}");
+    assert!(pair["error"].is_null(), "{out}");
+    s.repctl_ok(&["verify"], 0);
+}
+
 /// A drain cut off after the peer committed a batch but before the origin deleted it: the next
 /// drain sees the peer's record and does not apply that batch again.
 #[test]

@@ -129,41 +129,37 @@ fn acknowledge(origin: &mut Client, peer: &str, seqs: &[i64]) -> Result<()> {
     Ok(())
 }
 
-/// Finds the first change of a refused batch by applying it one change at a time (the good ones
-/// before it are delivered), and describes it.
+/// Finds the first change of a refused batch of `size` changes by applying them one at a time (the
+/// good ones before it are delivered), and describes it. None when every one applied alone: what
+/// failed the batch was passing (a row the peer wrote meanwhile), and the pair goes on.
 fn isolate_refused(
     origin: &mut Client,
     peer_client: &mut Client,
     origin_name: &str,
     peer: &str,
-) -> Result<(i64, String)> {
+    size: usize,
+) -> Result<(i64, Option<String>)> {
     let mut delivered = 0;
-    loop {
+    while delivered < size as i64 {
         let Some(one) = batch::read(origin, peer, 1)? else {
+            break;
+        };
+        if let Err(e) = apply_batch(peer_client, origin_name, &one) {
+            let detail = e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_string());
             return Ok((
                 delivered,
-                "the batch failed but every change applied alone".into(),
+                Some(format!(
+                    "node {peer} refused change seq {} from {origin_name}: {detail}; change: {}",
+                    one.seqs[0], one.payload
+                )),
             ));
-        };
-        match apply_batch(peer_client, origin_name, &one) {
-            Ok(()) => {
-                acknowledge(origin, peer, &one.seqs)?;
-                delivered += 1;
-            }
-            Err(e) => {
-                let detail = e
-                    .as_db_error()
-                    .map_or_else(|| e.to_string(), |d| d.message().to_string());
-                return Ok((
-                    delivered,
-                    format!(
-                        "node {peer} refused change seq {} from {origin_name}: {detail}; change: {}",
-                        one.seqs[0], one.payload
-                    ),
-                ));
-            }
         }
+        acknowledge(origin, peer, &one.seqs)?;
+        delivered += 1;
     }
+    Ok((delivered, None))
 }
 
 /// What one batch did: how many changes reached the peer, and why the pair stopped if the peer
@@ -228,14 +224,9 @@ fn deliver(
             ))
         }
         Err(e) if e.as_db_error().is_some() => {
-            let (count, why) = isolate_refused(origin, peer_client, origin_name, peer)?;
-            Ok((
-                Delivered {
-                    count,
-                    refused: Some(why),
-                },
-                None,
-            ))
+            let (count, refused) =
+                isolate_refused(origin, peer_client, origin_name, peer, b.seqs.len())?;
+            Ok((Delivered { count, refused }, None))
         }
         Err(e) => {
             Err(e).with_context(|| format!("node {peer}: applying a batch from {origin_name}"))
