@@ -248,6 +248,42 @@ fn drain_cut_off_after_peer_commit_is_settled() {
     s.repctl_ok(&["verify"], 0);
 }
 
+/// drain skips its check for changes committed late (below a batch read ahead) only after a batch
+/// read while no transaction was in progress: one in progress then may commit such a change.
+#[test]
+fn a_batch_read_during_a_transaction_is_not_settled() {
+    let s = Setup::pair(Layout::OneCluster);
+    for n in &s.nodes {
+        n.exec("create table late (id int primary key)");
+    }
+    s.repctl_ok(&["init"], 0);
+    s.repctl_ok(&["add-table", "public.late", "--mode", "async"], 0);
+    let local = s.node("local");
+    local.exec("insert into late select generate_series(1, 10)");
+    let mut reader = local.admin();
+    let read = |c: &mut postgres::Client| {
+        repctl::apply::batch::read(c, "remote", 100)
+            .unwrap()
+            .expect("changes are queued")
+    };
+    // Any transaction of the cluster counts (autovacuum's analyze takes one too): retried.
+    let settles = |c: &mut postgres::Client| {
+        (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            read(c).settled
+        })
+    };
+    assert!(settles(&mut reader));
+    let mut writer = local.admin();
+    let mut tx = writer.transaction().unwrap();
+    tx.execute("insert into late values (11)", &[]).unwrap();
+    let during = read(&mut reader);
+    assert!(!during.settled);
+    assert_eq!(during.seqs.len(), 10, "the uncommitted change is not read");
+    tx.commit().unwrap();
+    assert!(settles(&mut reader));
+}
+
 /// `kill -9` of a drain mid-way, then drain again: nothing lost, nothing applied out of order.
 #[test]
 fn drain_killed_mid_way_then_rerun() {

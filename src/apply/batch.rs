@@ -18,6 +18,9 @@ pub struct Batch {
     /// The json array `repctl.apply` takes.
     pub payload: String,
     pub seqs: Vec<i64>,
+    /// No transaction was in progress on the origin when the batch was read: every change
+    /// numbered below its last was committed or rolled back by then, so none can be queued late.
+    pub settled: bool,
 }
 
 /// The read statement for `peer`'s queue partition.
@@ -43,6 +46,7 @@ pub fn read_after(origin: &mut Client, peer: &str, size: i64, after: i64) -> Res
     let mut fields: [(&str, String); 7] = ["s", "t", "op", "r", "o", "ts", "resolved"]
         .map(|name| (name, String::with_capacity(rows.len() * 16)));
     let mut seqs = Vec::with_capacity(rows.len());
+    let settled = rows[0].get::<_, bool>(7);
     for row in &rows {
         let seq: i64 = row.get(0);
         let image = |col: usize| row.get::<_, Option<&str>>(col).unwrap_or("null");
@@ -70,5 +74,9 @@ pub fn read_after(origin: &mut Client, peer: &str, size: i64, after: i64) -> Res
         );
     }
     payload.push('}');
-    Ok(Some(Batch { payload, seqs }))
+    Ok(Some(Batch {
+        payload,
+        seqs,
+        settled,
+    }))
 }

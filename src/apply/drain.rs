@@ -190,6 +190,14 @@ pub fn deliver_batch(
 /// the `next` changes after it on the origin (none when 0). The batch read ahead is returned only
 /// if nothing older than it is queued by then: a change committed after `b` was read, with a lower
 /// sequence number, goes first. Needs the pair lock.
+///
+/// That check walks the index entries of the rows just acknowledged (~5 ms a batch of 5,000), so
+/// it is skipped when `b` was read with no transaction in progress (`Batch::settled`): changes
+/// numbered up to `b`'s last were then all final and in `b` or delivered before it, and one
+/// numbered between `b` and the batch read ahead either is in that batch or committed after it
+/// was read, so it precedes none of its changes on the same row (a row's later change waits for
+/// the earlier one's commit). Such a change was in progress when the batch ahead was read, so
+/// the next batch is checked.
 fn deliver(
     origin: &mut Client,
     peer_client: &mut Client,
@@ -211,7 +219,7 @@ fn deliver(
         Ok(()) => {
             acknowledge(origin, peer, &b.seqs)?;
             let ahead = match ahead.transpose()?.flatten() {
-                Some(a) if !queued_before(origin, peer, a.seqs[0])? => Some(a),
+                Some(a) if b.settled || !queued_before(origin, peer, a.seqs[0])? => Some(a),
                 _ => None,
             };
             let count = b.seqs.len() as i64;
