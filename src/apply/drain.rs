@@ -115,17 +115,15 @@ fn apply_batch(
         .map(|_| ())
 }
 
+/// Deletes a delivered batch from the origin's queue and counts it, in one statement: one round
+/// trip where a transaction of two statements took four, between every two applies.
 fn acknowledge(origin: &mut Client, peer: &str, seqs: &[i64]) -> Result<()> {
-    let mut tx = origin.transaction()?;
-    tx.execute(
-        "delete from repctl.queue where peer = $1 and seq between ($2::bigint[])[1] and ($2::bigint[])[cardinality($2::bigint[])] and seq = any($2)",
-        &[&peer, &seqs],
+    origin.execute(
+        "with acked as (
+           delete from repctl.queue where peer = $1 and seq between ($2::bigint[])[1] and ($2::bigint[])[cardinality($2::bigint[])] and seq = any($2))
+         update repctl.delivery set last_delivery = now(), delivered = delivered + $3 where peer = $1",
+        &[&peer, &seqs, &(seqs.len() as i64)],
     )?;
-    tx.execute(
-        "update repctl.delivery set last_delivery = now(), delivered = delivered + $2 where peer = $1",
-        &[&peer, &(seqs.len() as i64)],
-    )?;
-    tx.commit()?;
     Ok(())
 }
 
