@@ -9,11 +9,7 @@ use common::Setup;
 
 fn sync_pair() -> Setup {
     let s = Setup::owned(&["local", "remote"], false);
-    for n in &s.nodes {
-        n.exec("create table f (id int primary key, v text)");
-    }
-    s.repctl_ok(&["init"], 0);
-    s.repctl_ok(&["add-table", "public.f"], 0);
+    s.replicate_new_table("f", "id int primary key, v text", &[]);
     s
 }
 
@@ -75,11 +71,7 @@ fn peer_frozen_with_sigstop() {
 #[test]
 fn origin_restarted_with_changes_queued() {
     let s = Setup::owned(&["local", "remote"], false);
-    for n in &s.nodes {
-        n.exec("create table f (id int primary key, v text)");
-    }
-    s.repctl_ok(&["init"], 0);
-    s.repctl_ok(&["add-table", "public.f", "--mode", "async"], 0);
+    s.replicate_new_table("f", "id int primary key, v text", &["--mode", "async"]);
     s.node("local")
         .exec("insert into f select g, 'q' from generate_series(1, 1000) g");
     s.node("local").cluster_mut(|c| c.restart()).unwrap();

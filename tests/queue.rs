@@ -143,11 +143,7 @@ fn on_peer_failure_error_fails_the_write() {
 #[test]
 fn rejected_change_stops_the_pair_and_stays_queued() {
     let s = Setup::pair(Layout::OneCluster);
-    for n in &s.nodes {
-        n.exec("create table rej (id int primary key, v text)");
-    }
-    s.repctl_ok(&["init"], 0);
-    s.repctl_ok(&["add-table", "public.rej", "--mode", "async"], 0);
+    s.replicate_new_table("rej", "id int primary key, v text", &["--mode", "async"]);
     s.node("remote")
         .exec("alter table rej add constraint short check (length(v) < 5)");
     let local = s.node("local");
@@ -179,11 +175,7 @@ fn rejected_change_stops_the_pair_and_stays_queued() {
 #[test]
 fn a_batch_that_fails_only_as_a_whole_is_delivered_one_by_one() {
     let s = Setup::pair(Layout::OneCluster);
-    for n in &s.nodes {
-        n.exec("create table whole (id int primary key, v text)");
-    }
-    s.repctl_ok(&["init"], 0);
-    s.repctl_ok(&["add-table", "public.whole", "--mode", "async"], 0);
+    s.replicate_new_table("whole", "id int primary key, v text", &["--mode", "async"]);
     s.node("remote").exec(
         "create function one_at_a_time() returns trigger language plpgsql as $$
          begin
@@ -210,11 +202,7 @@ fn a_batch_that_fails_only_as_a_whole_is_delivered_one_by_one() {
 #[test]
 fn drain_cut_off_after_peer_commit_is_settled() {
     let s = Setup::pair(Layout::OneCluster);
-    for n in &s.nodes {
-        n.exec("create table cut (id int primary key, n int)");
-    }
-    s.repctl_ok(&["init"], 0);
-    s.repctl_ok(&["add-table", "public.cut", "--mode", "async"], 0);
+    s.replicate_new_table("cut", "id int primary key, n int", &["--mode", "async"]);
     let (local, remote) = (s.node("local"), s.node("remote"));
     local.exec("insert into cut select g, 0 from generate_series(1, 10) g");
     // What a drain does up to the peer's commit, by hand.
@@ -253,11 +241,7 @@ fn drain_cut_off_after_peer_commit_is_settled() {
 #[test]
 fn a_batch_read_during_a_transaction_is_not_settled() {
     let s = Setup::pair(Layout::OneCluster);
-    for n in &s.nodes {
-        n.exec("create table late (id int primary key)");
-    }
-    s.repctl_ok(&["init"], 0);
-    s.repctl_ok(&["add-table", "public.late", "--mode", "async"], 0);
+    s.replicate_new_table("late", "id int primary key", &["--mode", "async"]);
     let local = s.node("local");
     local.exec("insert into late select generate_series(1, 10)");
     let mut reader = local.admin();
@@ -288,11 +272,7 @@ fn a_batch_read_during_a_transaction_is_not_settled() {
 #[test]
 fn drain_killed_mid_way_then_rerun() {
     let s = Setup::pair(Layout::TwoClusters);
-    for n in &s.nodes {
-        n.exec("create table big (id int primary key, n int)");
-    }
-    s.repctl_ok(&["init"], 0);
-    s.repctl_ok(&["add-table", "public.big", "--mode", "async"], 0);
+    s.replicate_new_table("big", "id int primary key, n int", &["--mode", "async"]);
     let local = s.node("local");
     local.exec("insert into big select g, 0 from generate_series(1, 50000) g");
     for _ in 0..3 {

@@ -327,6 +327,18 @@ impl Setup {
         );
     }
 
+    /// `create table public.NAME (COLUMNS)` on every node, `init`, then `add-table public.NAME ARGS`.
+    pub fn replicate_new_table(&self, name: &str, columns: &str, args: &[&str]) {
+        for n in &self.nodes {
+            n.exec(&format!("create table {name} ({columns})"));
+        }
+        self.repctl_ok(&["init"], 0);
+        let table = format!("public.{name}");
+        let mut all = vec!["add-table", table.as_str()];
+        all.extend_from_slice(args);
+        self.repctl_ok(&all, 0);
+    }
+
     /// Rewrites the config with other node names for the `local` and `remote` databases.
     pub fn rename_nodes(&self, local: &str, remote: &str) {
         let mut text = self.agent_lines(false);
