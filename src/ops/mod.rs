@@ -31,6 +31,20 @@ pub fn node_table(client: &mut Client, logical: &str) -> Result<Option<NodeTable
         .map(|r| NodeTable { nsp: r.get(0), rel: r.get(1), columns: r.get(2), where_clause: r.get(3), mode: r.get(4) }))
 }
 
+/// The replicated tables a command works on: all, or only the one named (an error if no node
+/// replicates it).
+pub fn chosen_tables(
+    clients: &mut [(String, Option<Client>)],
+    only: Option<&str>,
+) -> Result<Vec<String>> {
+    let tables = replicated_tables(clients)?;
+    match only {
+        None => Ok(tables.into_iter().collect()),
+        Some(name) if tables.contains(name) => Ok(vec![name.to_string()]),
+        Some(name) => anyhow::bail!("table {name} is not replicated (see `repctl status`)"),
+    }
+}
+
 /// Logical names of the tables any reachable, initialized node replicates.
 pub fn replicated_tables(clients: &mut [(String, Option<Client>)]) -> Result<BTreeSet<String>> {
     let mut names = BTreeSet::new();

@@ -7,7 +7,7 @@ use minijinja::context;
 use postgres::Client;
 use serde::Serialize;
 
-use super::{NodeTable, node_table, replicated_tables};
+use super::{NodeTable, chosen_tables, node_table};
 use crate::db;
 use crate::render::{self, safe};
 
@@ -249,17 +249,8 @@ pub fn verify(
     clients: &mut [(String, Option<Client>)],
     only: Option<&str>,
 ) -> Result<Vec<TableReport>> {
-    let tables = replicated_tables(clients)?;
-    if let Some(name) = only
-        && !tables.contains(name)
-    {
-        anyhow::bail!("table {name} is not replicated (see `repctl status`)");
-    }
     let mut reports = Vec::new();
-    for logical in tables
-        .iter()
-        .filter(|t| only.is_none_or(|o| o == t.as_str()))
-    {
+    for logical in &chosen_tables(clients, only)? {
         // The catalogs first: the nodes must agree on how to hash before any of them does.
         let described: Vec<(&str, Result<(&mut Client, Described)>)> = clients
             .iter_mut()

@@ -7,9 +7,9 @@ use anyhow::{Result, bail};
 use postgres::Client;
 use serde::Serialize;
 
+use super::chosen_tables;
 use super::diff::side::Side;
 use super::diff::{self, Flow, KeyRows, Progress, Sink};
-use super::replicated_tables;
 
 /// Pending keys listed by name; beyond this only counted.
 const PENDING_SHOWN: usize = 100;
@@ -91,17 +91,8 @@ pub fn verify_rows(
     limit: Option<usize>,
     progress: &mut dyn Progress,
 ) -> Result<Vec<RowsReport>> {
-    let tables = replicated_tables(clients)?;
-    if let Some(name) = only
-        && !tables.contains(name)
-    {
-        bail!("table {name} is not replicated (see `repctl status`)");
-    }
     let mut reports = Vec::new();
-    for logical in tables
-        .iter()
-        .filter(|t| only.is_none_or(|o| o == t.as_str()))
-    {
+    for logical in &chosen_tables(clients, only)? {
         let started = Instant::now();
         let mut report = RowsReport {
             table: logical.clone(),
