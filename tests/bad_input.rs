@@ -172,8 +172,13 @@ fn table_mistakes() {
     // Not replicated.
     let e = err(&s, &["remove-table", "public.nopk"]);
     assert!(e.contains("not replicated"), "{e}");
-    let e = err(&s, &["verify", "public.nopk"]);
-    assert!(e.contains("not replicated"), "{e}");
+    for args in [
+        &["verify", "public.nopk"][..],
+        &["verify", "public.nopk", "--rows"],
+    ] {
+        let e = err(&s, args);
+        assert!(e.contains("table public.nopk is not replicated"), "{e}");
+    }
 }
 
 #[test]
