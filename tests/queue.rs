@@ -197,6 +197,33 @@ fn a_batch_that_fails_only_as_a_whole_is_delivered_one_by_one() {
     s.repctl_ok(&["verify"], 0);
 }
 
+/// A batch of inserts only is tried as one plain insert; one that inserts a key twice (a row the
+/// origin deleted as a third node's change, which it does not forward, then inserted again) fails
+/// that and is decided row by row: the last insert wins, and no conflict is made up.
+#[test]
+fn a_key_inserted_twice_in_a_batch() {
+    let s = Setup::pair(Layout::OneCluster);
+    s.replicate_new_table(
+        "twice",
+        "id int primary key, v text",
+        &["--mode", "async", "--conflict", "last-write-wins"],
+    );
+    s.node("local").exec(
+        "insert into twice values (1, 'a'), (2, 'a');
+         set repctl.applying = on;
+         delete from twice where id = 1;
+         reset repctl.applying;
+         insert into twice values (1, 'b')",
+    );
+    assert_eq!(pending(&s, "local", "remote"), 3);
+    s.repctl_ok(&["drain"], 0);
+    s.repctl_ok(&["verify"], 0);
+    let remote = s.node("remote");
+    assert_eq!(remote.count("select count(*) from twice where v = 'b'"), 1);
+    assert_eq!(remote.count("select count(*) from repctl.conflict"), 0);
+    assert_eq!(remote.count("select count(*) from repctl.version"), 2);
+}
+
 /// A drain cut off after the peer committed a batch but before the origin deleted it: the next
 /// drain sees the peer's record and does not apply that batch again.
 #[test]

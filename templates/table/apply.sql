@@ -9,13 +9,20 @@
 {%- macro typed_key(alias) -%}
 {% for c in key_column_types %}({{ alias | qi }}.k ->> {{ c.name | ql }})::{{ c.type }}{% if not loop.last %}, {% endif %}{% endfor %}
 {%- endmacro -%}
-{%- macro insert_decided(existing) -%}
+{%- macro insert_rows(alias, image) -%}
     insert into {{ table }} as t ({% for c in columns %}{{ c.name | qi }}{% if not loop.last %}, {% endif %}{% endfor %})
 {% if overriding %}
   overriding system value
 {% endif %}
-  select {% for c in columns %}(d.img ->> {{ c.name | ql }})::{{ c.type }}{% if not loop.last %}, {% endif %}{% endfor +%}
+  select {% for c in columns %}({{ alias | qi }}.{{ image | qi }} ->> {{ c.name | ql }})::{{ c.type }}{% if not loop.last %}, {% endif %}{% endfor +%}
+{%- endmacro -%}
+{%- macro insert_decided(existing) -%}
+{{ insert_rows("d", "img") }}
     from decided as d where d.wins and not d.del and d.cur is {% if existing %}not {% endif %}null
+{%- endmacro -%}
+{%- macro version_ts(c) -%}
+{% if conflict_column %}case when {{ c | qi }}.op = 'D' then {{ c | qi }}.ts::timestamptz
+                else coalesce(({{ c | qi }}.r ->> {{ conflict_column | ql }})::timestamptz, {{ c | qi }}.ts::timestamptz) end{% else %}{{ c | qi }}.ts::timestamptz{% endif %}
 {%- endmacro -%}
 {%- macro image(alias) -%}
 jsonb_object(array[{% for c in columns %}{{ c.name | ql }}{% if not loop.last %}, {% endif %}{% endfor %}], array[{% for c in columns %}{{ alias | qi }}.{{ c.name | qi }}::text{% if not loop.last %}, {% endif %}{% endfor %}])
@@ -33,6 +40,8 @@ set search_path = pg_catalog, pg_temp
 set jit = off
 as $fn$
 #variable_conflict use_column
+declare
+  v_inserted boolean := false;
 begin
   if p_truncate then
 {% if where %}
@@ -42,11 +51,32 @@ begin
 {% endif %}
     return;
   end if;
+  if (p_changes -> 'op') <@ '["I"]' then
+    -- Only inserts (a bulk load, the common backlog): tried as one plain insert, which is all
+    -- applying them takes when the keys are new here. A key this node has, or one inserted twice
+    -- in the batch, fails it with nothing written, and the batch takes the path below, which
+    -- compares and decides.
+    begin
+      {{ insert_rows("e", "r") }}
+        from jsonb_array_elements(p_changes -> 'r') as e(r);
+      v_inserted := true;
+    exception when unique_violation then
+      null;
+    end;
+    if v_inserted then
+{% if versioned %}
+      return query
+      select e.r - {{ non_key_columns | ql }}::text[], null::text, null::jsonb, null::jsonb, e.r, true, {{ version_ts("e") }}
+        from rows from (jsonb_array_elements_text(p_changes -> 'op'), jsonb_array_elements(p_changes -> 'r'),
+                        jsonb_array_elements_text(p_changes -> 'ts')) as e(op, r, ts);
+{% endif %}
+      return;
+    end if;
+  end if;
   return query
   with ev as (
     select c.s::bigint as s, c.op, c.r, c.o, c.resolved::boolean as resolved,
-           {% if conflict_column %}case when c.op = 'D' then c.ts::timestamptz
-                else coalesce((c.r ->> {{ conflict_column | ql }})::timestamptz, c.ts::timestamptz) end{% else %}c.ts::timestamptz{% endif %} as ts,
+           {{ version_ts("c") }} as ts,
            case when c.op = 'D' then c.o else c.r end - {{ non_key_columns | ql }}::text[] as k
       from rows from (jsonb_array_elements_text(p_changes -> 's'), jsonb_array_elements_text(p_changes -> 'op'),
                       jsonb_array_elements(p_changes -> 'r'), jsonb_array_elements(p_changes -> 'o'),
