@@ -263,6 +263,103 @@ fn drain_cut_off_after_peer_commit_is_settled() {
     s.repctl_ok(&["verify"], 0);
 }
 
+/// While the peer applies a batch, the origin removes the one before (drain's pipeline). A drain
+/// cut off after the peer's commit but before that removal must not apply the older batch again,
+/// over the newer: here the second batch updates the rows the first inserted, and the removal of
+/// the first is held up by a lock until the drain's origin session is killed.
+#[test]
+fn a_drain_cut_off_while_removing_the_batch_before() {
+    use repctl::apply::drain::{Pipeline, deliver_next};
+    // Clusters of its own: a batch is left for the next one to remove only when it was read with
+    // no transaction in progress on the origin's cluster (`Batch::settled`).
+    let s = Setup::owned(&["local", "remote"], false);
+    s.replicate_new_table("piped", "id int primary key, n int", &["--mode", "async"]);
+    let (local, remote) = (s.node("local"), s.node("remote"));
+    local.exec(
+        "insert into piped select g, 0 from generate_series(1, 4) g;
+         update piped set n = 1;
+         insert into piped select g, 0 from generate_series(5, 8) g",
+    );
+    let (mut origin, mut peer) = (local.admin(), remote.admin());
+    let mut pipe = Pipeline::default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !repctl::apply::batch::read(&mut origin, "remote", 1)
+        .unwrap()
+        .unwrap()
+        .settled
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the origin never idle"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first = deliver_next(
+        &mut origin,
+        &mut peer,
+        "local",
+        "remote",
+        &mut pipe,
+        4,
+        |_| 4,
+    )
+    .unwrap();
+    assert_eq!(first.count, 4);
+    assert!(pipe.ready(), "the updates are read ahead");
+    assert_eq!(
+        local.count("select count(*) from repctl.queue"),
+        12,
+        "the first batch stays queued until the second is applied"
+    );
+    let mut locker = local.admin();
+    let mut hold = locker.transaction().unwrap();
+    hold.execute(
+        "select from repctl.queue where peer = 'remote' and op = 'I' and (r ->> 'id')::int <= 4 for update",
+        &[],
+    )
+    .unwrap();
+    let drain_pid: i32 = origin
+        .query_one("select pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let second = std::thread::spawn(move || {
+        deliver_next(
+            &mut origin,
+            &mut peer,
+            "local",
+            "remote",
+            &mut pipe,
+            4,
+            |_| 4,
+        )
+    });
+    let updated = |c: &mut postgres::Client| -> i64 {
+        c.query_one("select count(*) from piped where n = 1", &[])
+            .unwrap()
+            .get(0)
+    };
+    let mut watcher = remote.admin();
+    while updated(&mut watcher) < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the updates were not applied"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    local.exec(&format!("select pg_terminate_backend({drain_pid})"));
+    assert!(
+        second.join().unwrap().is_err(),
+        "its origin session was killed"
+    );
+    hold.rollback().unwrap();
+    let out = s.repctl_ok(&["drain", "--json"], 0);
+    let report: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let pair = report.iter().find(|r| r["from"] == "local").unwrap();
+    assert_eq!(pair["delivered"], 4, "only the last inserts: {out}");
+    s.repctl_ok(&["verify"], 0);
+    assert_eq!(updated(&mut watcher), 4);
+}
+
 /// drain skips its check for changes committed late (below a batch read ahead) only after a batch
 /// read while no transaction was in progress: one in progress then may commit such a change.
 #[test]

@@ -14,6 +14,7 @@ use postgres::Client;
 use crate::render::{self, names};
 
 /// Changes read from the origin's queue, oldest first.
+#[derive(Clone)]
 pub struct Batch {
     /// The json array `repctl.apply` takes.
     pub payload: String,

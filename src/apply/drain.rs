@@ -2,9 +2,9 @@
 //!
 //! Per batch: read the oldest committed changes on the origin, apply them on the peer in one
 //! transaction that also records the batch's sequence numbers there, then delete them on the origin.
-//! `drain` reads the next batch on the origin while the peer applies the current one.
-//! A drain cut off between the peer's commit and the origin's delete finds the record on its next
-//! run and deletes those changes without applying them again. A session advisory lock per pair on
+//! While the peer applies a batch, the origin deletes the one before and reads the next
+//! (`Pipeline`). A drain cut off between the peer's commit and the origin's delete finds the
+//! record on its next run and deletes those changes without applying them again. A session advisory lock per pair on
 //! the origin keeps a second drain (or `run`) from delivering the same pair at the same time, and
 //! writers in synchronous mode queue behind whatever is still queued, so nothing overtakes.
 
@@ -102,15 +102,17 @@ fn pending(origin: &mut Client, peer: &str) -> Result<i64> {
         .get(0))
 }
 
+/// Applies `payload` on the peer, recording `seqs` there as applied in the same transaction.
 fn apply_batch(
     peer_client: &mut Client,
     origin_name: &str,
-    batch: &Batch,
+    payload: &str,
+    seqs: &[i64],
 ) -> Result<(), postgres::Error> {
     peer_client
         .query_one(
             "select repctl.apply($1, $2::text::jsonb, $3)",
-            &[&origin_name, &batch.payload, &batch.seqs],
+            &[&origin_name, &payload, &seqs],
         )
         .map(|_| ())
 }
@@ -142,7 +144,7 @@ fn isolate_refused(
         let Some(one) = batch::read(origin, peer, 1)? else {
             break;
         };
-        if let Err(e) = apply_batch(peer_client, origin_name, &one) {
+        if let Err(e) = apply_batch(peer_client, origin_name, &one.payload, &one.seqs) {
             let detail = e
                 .as_db_error()
                 .map_or_else(|| e.to_string(), |d| d.message().to_string());
@@ -167,27 +169,75 @@ pub struct Delivered {
     pub refused: Option<String>,
 }
 
-/// Delivers the oldest `size` queued changes of a pair as one batch. Needs the pair lock.
-pub fn deliver_batch(
+/// What carries over from one batch of a pair to the next, so the origin's work overlaps the
+/// peer's apply: the next batch, read while the peer applied the last one, and the last delivered
+/// batch, removed from the origin's queue while the peer applies the next (at once when there is
+/// no next). The peer records that
+/// batch's sequence numbers with the next one's, so a drain cut off before the removal still
+/// settles both. Valid while the pair lock is held.
+#[derive(Default, Clone)]
+pub struct Pipeline {
+    ahead: Option<Batch>,
+    unacked: Vec<i64>,
+}
+
+impl Pipeline {
+    /// Forgets the batch read ahead: applying changes from the peer on the origin can delete
+    /// changes they supersede from this pair's queue (origin-wins, target-wins).
+    pub fn drop_ahead(&mut self) {
+        self.ahead = None;
+    }
+
+    /// Whether a batch is read ahead (then the batch before may still be in the origin's queue).
+    pub fn ready(&self) -> bool {
+        self.ahead.is_some()
+    }
+
+    /// Removes the last delivered batch from the origin's queue now.
+    pub fn finish(&mut self, origin: &mut Client, peer: &str) -> Result<()> {
+        if !self.unacked.is_empty() {
+            acknowledge(origin, peer, &self.unacked)?;
+            self.unacked.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Delivers a pair's next batch, the one read ahead, else the oldest `size` queued changes; while
+/// the peer applies it, the origin removes the batch delivered before and reads the
+/// `next(delivered)` changes after it (none when 0). Needs the pair lock.
+pub fn deliver_next(
     origin: &mut Client,
     peer_client: &mut Client,
     origin_name: &str,
     peer: &str,
+    pipe: &mut Pipeline,
     size: i64,
+    next: impl Fn(i64) -> i64,
 ) -> Result<Delivered> {
-    let Some(b) = batch::read(origin, peer, size)? else {
-        return Ok(Delivered {
-            count: 0,
-            refused: None,
-        });
+    let b = match pipe.ahead.take() {
+        Some(b) => b,
+        None => {
+            // A fresh read starts at the oldest queued change: the delivered batch must be gone.
+            pipe.finish(origin, peer)?;
+            match batch::read(origin, peer, size)? {
+                Some(b) => b,
+                None => {
+                    return Ok(Delivered {
+                        count: 0,
+                        refused: None,
+                    });
+                }
+            }
+        }
     };
-    Ok(deliver(origin, peer_client, origin_name, peer, b, 0)?.0)
+    let next = next(b.seqs.len() as i64);
+    deliver(origin, peer_client, origin_name, peer, b, next, pipe)
 }
 
-/// Delivers batch `b`, the oldest queued changes of a pair, and while the peer applies it reads
-/// the `next` changes after it on the origin (none when 0). The batch read ahead is returned only
-/// if nothing older than it is queued by then: a change committed after `b` was read, with a lower
-/// sequence number, goes first. Needs the pair lock.
+/// Delivers batch `b`, the oldest queued changes of a pair not yet delivered (see `Pipeline`).
+/// The batch read ahead is kept only if nothing older than it is queued by then: a change
+/// committed after `b` was read, with a lower sequence number, goes first.
 ///
 /// That check walks the index entries of the rows just acknowledged (~5 ms a batch of 5,000), so
 /// it is skipped when `b` was read with no transaction in progress (`Batch::settled`): changes
@@ -195,7 +245,7 @@ pub fn deliver_batch(
 /// numbered between `b` and the batch read ahead either is in that batch or committed after it
 /// was read, so it precedes none of its changes on the same row (a row's later change waits for
 /// the earlier one's commit). Such a change was in progress when the batch ahead was read, so
-/// the next batch is checked.
+/// the next batch is checked. An unsettled `b` is removed from the queue at once, for the check.
 fn deliver(
     origin: &mut Client,
     peer_client: &mut Client,
@@ -203,36 +253,57 @@ fn deliver(
     peer: &str,
     b: Batch,
     next: i64,
-) -> Result<(Delivered, Option<Batch>)> {
+    pipe: &mut Pipeline,
+) -> Result<Delivered> {
     let last = *b.seqs.last().expect("a batch is never empty");
-    let (applied, ahead) = std::thread::scope(|s| {
-        let reader = (next > 0).then(|| s.spawn(|| batch::read_after(origin, peer, next, last)));
-        let applied = apply_batch(peer_client, origin_name, &b);
+    let before = std::mem::take(&mut pipe.unacked);
+    let recorded = [before.as_slice(), &b.seqs].concat();
+    let (applied, origin_side) = std::thread::scope(|s| {
+        let origin_side = s.spawn(|| -> Result<Option<Batch>> {
+            if !before.is_empty() {
+                acknowledge(origin, peer, &before)?;
+            }
+            if next > 0 {
+                batch::read_after(origin, peer, next, last)
+            } else {
+                Ok(None)
+            }
+        });
+        let applied = apply_batch(peer_client, origin_name, &b.payload, &recorded);
         (
             applied,
-            reader.map(|r| r.join().expect("the reading thread does not panic")),
+            origin_side
+                .join()
+                .expect("the origin's thread does not panic"),
         )
     });
     match applied {
         Ok(()) => {
-            acknowledge(origin, peer, &b.seqs)?;
-            let ahead = match ahead.transpose()?.flatten() {
-                Some(a) if b.settled || !queued_before(origin, peer, a.seqs[0])? => Some(a),
-                _ => None,
-            };
+            let ahead = origin_side?;
             let count = b.seqs.len() as i64;
-            Ok((
-                Delivered {
-                    count,
-                    refused: None,
-                },
-                ahead,
-            ))
+            if b.settled && ahead.is_some() {
+                pipe.ahead = ahead;
+                pipe.unacked = b.seqs;
+            } else if b.settled {
+                // Nothing to overlap the removal with.
+                acknowledge(origin, peer, &b.seqs)?;
+            } else {
+                acknowledge(origin, peer, &b.seqs)?;
+                pipe.ahead = match ahead {
+                    Some(a) if !queued_before(origin, peer, a.seqs[0])? => Some(a),
+                    _ => None,
+                };
+            }
+            Ok(Delivered {
+                count,
+                refused: None,
+            })
         }
         Err(e) if e.as_db_error().is_some() => {
+            origin_side?;
             let (count, refused) =
                 isolate_refused(origin, peer_client, origin_name, peer, b.seqs.len())?;
-            Ok((Delivered { count, refused }, None))
+            Ok(Delivered { count, refused })
         }
         Err(e) => {
             Err(e).with_context(|| format!("node {peer}: applying a batch from {origin_name}"))
@@ -270,24 +341,25 @@ pub fn drain_pair(
         let total = pending(origin, peer)?;
         progress.start(origin_name, peer, limit.map_or(total, |l| l.min(total)));
         let room = |delivered: i64| limit.map_or(batch, |l| (l - delivered).min(batch));
-        let (mut delivered, mut ahead) = (0, None);
+        let (mut delivered, mut pipe) = (0, Pipeline::default());
         while room(delivered) > 0 {
-            let b = match ahead.take() {
-                Some(b) => b,
-                None => match batch::read(origin, peer, room(delivered))? {
-                    Some(b) => b,
-                    None => break,
-                },
-            };
-            let next = room(delivered + b.seqs.len() as i64);
-            let (d, a) = deliver(origin, peer_client, origin_name, peer, b, next)?;
+            let d = deliver_next(
+                origin,
+                peer_client,
+                origin_name,
+                peer,
+                &mut pipe,
+                room(delivered),
+                |size| room(delivered + size),
+            )?;
             delivered += d.count;
             progress.advance(d.count);
-            if d.refused.is_some() {
+            if d.refused.is_some() || d.count == 0 {
                 return Ok((delivered, d.refused));
             }
-            ahead = a;
         }
+        // Read ahead is bounded by the limit, so nothing is carried over; this only makes sure.
+        pipe.finish(origin, peer)?;
         Ok((delivered, None))
     })();
     progress.finish();

@@ -15,7 +15,7 @@ use log::{debug, info, warn};
 use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
 
-use super::drain::{self, pair_clients};
+use super::drain::{self, Pipeline, pair_clients};
 use crate::config::{Config, Node};
 use crate::db;
 use crate::ops::lag::{self, PairLag};
@@ -53,6 +53,8 @@ struct NodeConn {
 struct PairState {
     locked: bool,
     backlog: bool,
+    /// Carried from one round to the next while run holds the pair lock.
+    pipe: Pipeline,
     errors: u64,
     refused: Option<String>,
 }
@@ -99,7 +101,10 @@ pub fn run(config: &Config, opts: &RunOptions, stop: &AtomicBool) -> Result<()> 
                 match deliver_round(origin, peer, &from, &to, opts.batch, state) {
                     Ok(count) => {
                         window_delivered += count;
-                        busy |= count == opts.batch;
+                        busy |= count == opts.batch || state.pipe.ready();
+                        if count > 0 {
+                            pairs[j][i].pipe.drop_ahead();
+                        }
                     }
                     Err(e) => {
                         state.errors += 1;
@@ -130,9 +135,16 @@ pub fn run(config: &Config, opts: &RunOptions, stop: &AtomicBool) -> Result<()> 
     info!("run: stopping (signal); the current batch finished");
     for (i, conn) in nodes.iter_mut().enumerate() {
         if let Some(c) = conn.client.as_mut() {
-            for (j, state) in pairs[i].iter().enumerate() {
+            for (j, state) in pairs[i].iter_mut().enumerate() {
                 if state.locked {
-                    let _ = drain::unlock_pair(c, &config.nodes[j].name);
+                    let peer = &config.nodes[j].name;
+                    if let Err(e) = state.pipe.finish(c, peer) {
+                        warn!(
+                            "{} -> {peer}: removing the last batch delivered: {e:#}",
+                            conn.node.name
+                        );
+                    }
+                    let _ = drain::unlock_pair(c, peer);
                 }
             }
         }
@@ -165,7 +177,7 @@ fn deliver_round(
         state.locked = true;
         drain::settle_applied(origin, peer, from, to)?;
     }
-    let d = drain::deliver_batch(origin, peer, from, to, batch)?;
+    let d = drain::deliver_next(origin, peer, from, to, &mut state.pipe, batch, |_| batch)?;
     if let Some(why) = &d.refused {
         if state.refused.as_ref() != Some(why) {
             warn!("{from} -> {to}: stopped: {why}");
@@ -199,7 +211,10 @@ fn reconnect(nodes: &mut [NodeConn], pairs: &mut [Vec<PairState>]) {
             );
             conn.was_up = false;
             // Its session locks died with it; pairs it is origin of must lock (and settle) again.
-            pairs[i].iter_mut().for_each(|p| p.locked = false);
+            pairs[i].iter_mut().for_each(|p| {
+                p.locked = false;
+                p.pipe = Pipeline::default();
+            });
             conn.retry_at = Instant::now();
         }
         if Instant::now() < conn.retry_at {
