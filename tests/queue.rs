@@ -224,6 +224,39 @@ fn a_key_inserted_twice_in_a_batch() {
     assert_eq!(remote.count("select count(*) from repctl.version"), 2);
 }
 
+/// Inserts delivered as column arrays record each row's version under last-write-wins, as row
+/// images do.
+#[test]
+fn column_arrays_record_versions() {
+    let s = Setup::pair(Layout::OneCluster);
+    s.replicate_new_table(
+        "stamped",
+        "id int primary key, v text, at timestamptz",
+        &[
+            "--mode",
+            "async",
+            "--conflict",
+            "last-write-wins",
+            "--conflict-column",
+            "at",
+        ],
+    );
+    let (local, remote) = (s.node("local"), s.node("remote"));
+    local.exec(
+        "insert into stamped select g, 'a', '2030-01-01 00:00+00' from generate_series(1, 3) g",
+    );
+    s.repctl_ok(&["drain"], 0);
+    assert_eq!(
+        remote.count(
+            "select count(*) from repctl.version
+              where tbl = 'public.stamped' and origin = 'local' and ts = '2030-01-01 00:00+00'
+                and k in ('{\"id\": \"1\"}', '{\"id\": \"2\"}', '{\"id\": \"3\"}')"
+        ),
+        3
+    );
+    s.repctl_ok(&["verify"], 0);
+}
+
 /// A drain cut off after the peer committed a batch but before the origin deleted it: the next
 /// drain sees the peer's record and does not apply that batch again.
 #[test]

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use postgres::Client;
 use serde::Serialize;
 
-use super::batch::{self, Batch};
+use super::batch::{self, Batch, Columnar};
 
 /// Advisory lock class for a pair's drain lock (the second key is a hash of the peer name).
 pub const DRAIN_LOCK: i32 = 0x7265_7063;
@@ -102,29 +102,54 @@ fn pending(origin: &mut Client, peer: &str) -> Result<i64> {
         .get(0))
 }
 
-/// Applies `payload` on the peer, recording `seqs` there as applied in the same transaction.
+/// Applies batch `b` on the peer, recording `seqs` there as applied in the same transaction.
 fn apply_batch(
     peer_client: &mut Client,
     origin_name: &str,
-    payload: &str,
+    b: &Batch,
+    seqs: &[i64],
+) -> Result<(), postgres::Error> {
+    // Inserts as column arrays take one plain insert. Whatever fails it (a key the peer has
+    // included) rolls it back, and the row images go, which are compared and decided on.
+    if let Some(c) = &b.columnar
+        && apply_columnar(peer_client, origin_name, c, seqs).is_ok()
+    {
+        return Ok(());
+    }
+    peer_client
+        .query_one(
+            "select repctl.apply($1, $2::text::jsonb, $3)",
+            &[&origin_name, &b.payload, &seqs],
+        )
+        .map(|_| ())
+}
+
+/// Applies a batch of inserts sent as column arrays on the peer, recording `seqs` as applied.
+pub fn apply_columnar(
+    peer_client: &mut Client,
+    origin_name: &str,
+    c: &Columnar,
     seqs: &[i64],
 ) -> Result<(), postgres::Error> {
     peer_client
         .query_one(
-            "select repctl.apply($1, $2::text::jsonb, $3)",
-            &[&origin_name, &payload, &seqs],
+            "select repctl.apply($1, $2::text::jsonb, $3, $4::text[], $5::text[])",
+            &[&origin_name, &c.payload, &seqs, &c.columns, &c.values()],
         )
         .map(|_| ())
 }
 
 /// Deletes a delivered batch from the origin's queue and counts it, in one statement: one round
-/// trip where a transaction of two statements took four, between every two applies.
-fn acknowledge(origin: &mut Client, peer: &str, seqs: &[i64]) -> Result<()> {
+/// trip where a transaction of two statements took four, between every two applies. With `whole`,
+/// every change queued from the batch's first sequence number to its last is in it (a settled
+/// batch, see `deliver`), and the range alone finds them.
+fn acknowledge(origin: &mut Client, peer: &str, seqs: &[i64], whole: bool) -> Result<()> {
     origin.execute(
         "with acked as (
-           delete from repctl.queue where peer = $1 and seq between ($2::bigint[])[1] and ($2::bigint[])[cardinality($2::bigint[])] and seq = any($2))
+           delete from repctl.queue where peer = $1 and seq between ($2::bigint[])[1] and ($2::bigint[])[cardinality($2::bigint[])]
+              and ($4 or seq = any($2)))
          update repctl.delivery set last_delivery = now(), delivered = delivered + $3 where peer = $1",
-        &[&peer, &seqs, &(seqs.len() as i64)],
+        &[&peer, &seqs, &(seqs.len() as i64), &whole],
     )?;
     Ok(())
 }
@@ -144,7 +169,7 @@ fn isolate_refused(
         let Some(one) = batch::read(origin, peer, 1)? else {
             break;
         };
-        if let Err(e) = apply_batch(peer_client, origin_name, &one.payload, &one.seqs) {
+        if let Err(e) = apply_batch(peer_client, origin_name, &one, &one.seqs) {
             let detail = e
                 .as_db_error()
                 .map_or_else(|| e.to_string(), |d| d.message().to_string());
@@ -156,7 +181,7 @@ fn isolate_refused(
                 )),
             ));
         }
-        acknowledge(origin, peer, &one.seqs)?;
+        acknowledge(origin, peer, &one.seqs, true)?;
         delivered += 1;
     }
     Ok((delivered, None))
@@ -196,7 +221,7 @@ impl Pipeline {
     /// Removes the last delivered batch from the origin's queue now.
     pub fn finish(&mut self, origin: &mut Client, peer: &str) -> Result<()> {
         if !self.unacked.is_empty() {
-            acknowledge(origin, peer, &self.unacked)?;
+            acknowledge(origin, peer, &self.unacked, true)?;
             self.unacked.clear();
         }
         Ok(())
@@ -261,7 +286,7 @@ fn deliver(
     let (applied, origin_side) = std::thread::scope(|s| {
         let origin_side = s.spawn(|| -> Result<Option<Batch>> {
             if !before.is_empty() {
-                acknowledge(origin, peer, &before)?;
+                acknowledge(origin, peer, &before, true)?;
             }
             if next > 0 {
                 batch::read_after(origin, peer, next, last)
@@ -269,7 +294,7 @@ fn deliver(
                 Ok(None)
             }
         });
-        let applied = apply_batch(peer_client, origin_name, &b.payload, &recorded);
+        let applied = apply_batch(peer_client, origin_name, &b, &recorded);
         (
             applied,
             origin_side
@@ -281,18 +306,20 @@ fn deliver(
         Ok(()) => {
             let ahead = origin_side?;
             let count = b.seqs.len() as i64;
-            if b.settled && ahead.is_some() {
-                pipe.ahead = ahead;
-                pipe.unacked = b.seqs;
-            } else if b.settled {
+            match (b.settled, ahead) {
+                (true, Some(a)) => {
+                    pipe.ahead = Some(a);
+                    pipe.unacked = b.seqs;
+                }
                 // Nothing to overlap the removal with.
-                acknowledge(origin, peer, &b.seqs)?;
-            } else {
-                acknowledge(origin, peer, &b.seqs)?;
-                pipe.ahead = match ahead {
-                    Some(a) if !queued_before(origin, peer, a.seqs[0])? => Some(a),
-                    _ => None,
-                };
+                (true, None) => acknowledge(origin, peer, &b.seqs, true)?,
+                (false, ahead) => {
+                    acknowledge(origin, peer, &b.seqs, false)?;
+                    pipe.ahead = match ahead {
+                        Some(a) if !queued_before(origin, peer, a.seqs[0])? => Some(a),
+                        _ => None,
+                    };
+                }
             }
             Ok(Delivered {
                 count,

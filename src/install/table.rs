@@ -428,6 +428,14 @@ pub fn render_add(
         .iter()
         .filter_map(|k| columns.iter().find(|c| &c.name == k).cloned())
         .collect();
+    // The order of a jsonb object's keys, which column arrays follow: shorter first, then bytewise.
+    let mut columnar = columns.to_vec();
+    columnar.sort_by(|a, b| {
+        a.name
+            .len()
+            .cmp(&b.name.len())
+            .then_with(|| a.name.cmp(&b.name))
+    });
     render::render(
         "table/add.sql",
         &context! {
@@ -455,6 +463,9 @@ pub fn render_add(
             node_priority => req.node_priority.clone(),
             versioned => req.conflict.versioned(),
             text_settings => text_settings(columns),
+            columnar_names => columnar.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+            columnar => column_values(&columnar),
+            ts_alias => names::free_alias("ts", &names_taken),
         },
     )
 }

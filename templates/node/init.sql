@@ -363,7 +363,12 @@ $do$;
 
 -- The one apply path, used by synchronous delivery, drain and run alike. Changes arrive in origin
 -- order; consecutive changes of one table go to that table's apply function in one set-based step.
-create or replace function repctl.apply(p_origin text, p_changes jsonb, p_batch bigint[] default null)
+-- drain and run may send a batch of one table's inserts as column arrays: p_columns names them, in
+-- the order of the row images' keys, p_values holds each column's values in turn, and p_changes
+-- holds just the table, one "I" and the changes' times.
+drop function if exists repctl.apply(text, jsonb, bigint[]);
+create or replace function repctl.apply(p_origin text, p_changes jsonb, p_batch bigint[] default null,
+                                        p_columns text[] default null, p_values text[] default null)
 returns integer
 language plpgsql security definer set search_path = pg_catalog, pg_temp set jit = off as $fn$
 declare
@@ -382,6 +387,9 @@ declare
                                and (p_changes -> 't') <@ jsonb_build_array(p_changes -> 't' -> 0)
                                and not (p_changes -> 'op') @> '["T"]', false);
 begin
+  if p_values is not null and not v_single then
+    raise exception 'repctl: column arrays from node % hold changes of more than one table, or a truncate', p_origin;
+  end if;
   -- Marks this transaction as replication so the capture triggers do not send the changes back.
   perform set_config('repctl.applying', 'on', true);
   for v_segment in
@@ -429,7 +437,7 @@ begin
     -- The table's apply decides and writes the table (as its owner); what it decided is recorded
     -- here: the audit log, versions, and this node's own changes superseded or sent back.
     execute format($q$
-      with res as materialized (select * from repctl.%I($1, $2, $3, $4)),
+      with res as materialized (select * from repctl.%I($1, $2, $3, $4, $9, $10)),
       logged as (
         insert into repctl.conflict (tbl, k, kind, origin, local_row, remote_row, rule, winner)
         select $5, res.k, res.kind, $3, res.local_row, res.remote_row, $6, case when res.wins then $3 else $7 end
@@ -449,7 +457,8 @@ begin
       select res.kind, res.k, res.local_row, res.before_row, res.remote_row from res
        where $6 = 'error' and res.kind is not null and res.kind <> 'delete_missing' limit 1$q$, v_table.apply_fn)
       into v_conflict
-      using v_changes, v_segment.trunc, p_origin, v_versions, v_segment.tbl, v_table.conflict, v_node, v_table.nonkey;
+      using v_changes, v_segment.trunc, p_origin, v_versions, v_segment.tbl, v_table.conflict, v_node, v_table.nonkey,
+            p_columns, p_values;
     if v_conflict.kind is not null then
       perform repctl.conflict_error(v_segment.tbl, p_origin, v_conflict.kind, v_conflict.k, v_conflict.local_row,
                                     v_conflict.before_row, v_conflict.remote_row);
@@ -459,7 +468,7 @@ begin
       -- Wakes `repctl run` here to send the kept rows back.
       perform pg_notify('repctl', p_origin);
     end if;
-    v_count := v_count + (v_segment.hi - v_segment.lo + 1);
+    v_count := v_count + coalesce(cardinality(p_values) / cardinality(p_columns), v_segment.hi - v_segment.lo + 1);
   end loop;
   if p_batch is not null then
     insert into repctl.applied as a (origin, seqs, at) values (p_origin, p_batch, now())
@@ -497,7 +506,7 @@ grant execute on function {{ dblink_schema | qi }}.dblink_connect(text, text), {
   {{ dblink_schema | qi }}.dblink_get_connections() to {{ agent | qi }};
 {% if peer_role %}-- The role the other nodes log in as (peer_dsn's user) may only apply changes.
 grant usage on schema repctl to {{ peer_role | qi }};
-grant execute on function repctl.apply(text, jsonb, bigint[]) to {{ peer_role | qi }};
+grant execute on function repctl.apply(text, jsonb, bigint[], text[], text[]) to {{ peer_role | qi }};
 {% endif %}
 {% for peer in peers %}
 -- Peer {{ peer.name | ql }}: reached through foreign server {{ peer.server | qi }}.

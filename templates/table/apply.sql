@@ -9,12 +9,20 @@
 {%- macro typed_key(alias) -%}
 {% for c in key_column_types %}({{ alias | qi }}.k ->> {{ c.name | ql }})::{{ c.type }}{% if not loop.last %}, {% endif %}{% endfor %}
 {%- endmacro -%}
+{%- macro insert_into() -%}
+    insert into {{ table }} as t ({% for c in columns %}{{ c.name | qi }}{% if not loop.last %}, {% endif %}{% endfor %}){% if overriding %} overriding system value{% endif %}
+{%- endmacro -%}
 {%- macro insert_rows(alias, image) -%}
-    insert into {{ table }} as t ({% for c in columns %}{{ c.name | qi }}{% if not loop.last %}, {% endif %}{% endfor %})
-{% if overriding %}
-  overriding system value
-{% endif %}
+{{ insert_into() }}
   select {% for c in columns %}({{ alias | qi }}.{{ image | qi }} ->> {{ c.name | ql }})::{{ c.type }}{% if not loop.last %}, {% endif %}{% endfor +%}
+{%- endmacro -%}
+{%- macro insert_values(alias) -%}
+{{ insert_into() }}
+  select {% for c in columns %}{{ alias | qi }}.{{ c.name | qi }}::{{ c.type }}{% if not loop.last %}, {% endif %}{% endfor +%}
+{%- endmacro -%}
+{%- macro column_arrays(with_ts) -%}
+rows from ({% for c in columnar %}unnest(p_values[{{ loop.index0 }} * v_rows + 1 : {{ loop.index }} * v_rows]){% if not loop.last or with_ts %}, {% endif %}{% endfor %}{% if with_ts %}jsonb_array_elements_text(p_changes -> 'ts'){% endif %})
+          as v({% for c in columnar %}{{ c.name | qi }}{% if not loop.last or with_ts %}, {% endif %}{% endfor %}{% if with_ts %}{{ ts_alias | qi }}{% endif %})
 {%- endmacro -%}
 {%- macro insert_decided(existing) -%}
 {{ insert_rows("d", "img") }}
@@ -24,14 +32,16 @@
 {% if conflict_column %}case when {{ c | qi }}.op = 'D' then {{ c | qi }}.ts::timestamptz
                 else coalesce(({{ c | qi }}.r ->> {{ conflict_column | ql }})::timestamptz, {{ c | qi }}.ts::timestamptz) end{% else %}{{ c | qi }}.ts::timestamptz{% endif %}
 {%- endmacro -%}
-{%- macro image(alias) -%}
-jsonb_object(array[{% for c in columns %}{{ c.name | ql }}{% if not loop.last %}, {% endif %}{% endfor %}], array[{% for c in columns %}{{ alias | qi }}.{{ c.name | qi }}::text{% if not loop.last %}, {% endif %}{% endfor %}])
+{%- macro image(alias, of) -%}
+jsonb_object(array[{% for c in of %}{{ c.name | ql }}{% if not loop.last %}, {% endif %}{% endfor %}], array[{% for c in of %}{{ alias | qi }}.{{ c.name | qi }}::text{% if not loop.last %}, {% endif %}{% endfor %}])
 {%- endmacro -%}
 -- Apply for {{ name | ql }} on node {{ node | ql }} (conflicts: {{ conflict | ql }}). It runs with the
 -- rights of the table's owner, so the table's triggers, defaults and checks never run as repctl's
 -- (superuser) role; it touches nothing of repctl's: the current versions of the batch's keys come
 -- in p_versions, and its conflict decisions go back to repctl.apply, which records them.
-create or replace function repctl.{{ apply_fn | qi }}(p_changes jsonb, p_truncate boolean, p_origin text, p_versions jsonb)
+drop function if exists repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb);
+create or replace function repctl.{{ apply_fn | qi }}(p_changes jsonb, p_truncate boolean, p_origin text, p_versions jsonb,
+                                                      p_columns text[], p_values text[])
 returns table (k jsonb, kind text, local_row jsonb, before_row jsonb, remote_row jsonb, wins boolean, ts timestamptz)
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
@@ -42,12 +52,39 @@ as $fn$
 #variable_conflict use_column
 declare
   v_inserted boolean := false;
+  v_rows integer;
 begin
   if p_truncate then
 {% if where %}
     delete from {{ table }} where ({{ where }});
 {% else %}
     truncate only {{ table }};
+{% endif %}
+    return;
+  end if;
+  if p_values is not null then
+    -- Inserts as column arrays (see repctl.apply): one plain insert, no json to parse. Whatever
+    -- fails it, a key this node has included, fails the call, and the batch comes again as row
+    -- images, which the paths below compare and decide on.
+    if p_columns is distinct from {{ columnar_names | ql }}::text[] then
+      raise exception 'repctl: node % sent the columns % of %; node % replicates %',
+        p_origin, p_columns, {{ name | ql }}, {{ node | ql }}, {{ columnar_names | ql }}::text[];
+    end if;
+    v_rows := cardinality(p_values) / {{ columnar | length }};
+{% if versioned %}
+    return query
+    with v as (
+      select * from {{ column_arrays(true) }}
+    ), inserted as (
+    {{ insert_values("v") }}
+        from v
+    )
+    select {{ image("v", key_column_types) }}, null::text, null::jsonb, null::jsonb, {{ image("v", columns) }},
+           true, {% if conflict_column %}coalesce(v.{{ conflict_column | qi }}::timestamptz, v.{{ ts_alias | qi }}::timestamptz){% else %}v.{{ ts_alias | qi }}::timestamptz{% endif %}
+      from v;
+{% else %}
+    {{ insert_values("v") }}
+      from {{ column_arrays(false) }};
 {% endif %}
     return;
   end if;
@@ -100,7 +137,7 @@ begin
      where w.pos = w.n and (select r.found from repeated as r)
   ), here as materialized (
     -- Materialized: the judgement below reads cur several times, one index probe per key is enough.
-    select b.*, (select {{ image("t") }} from {{ table }} as t where ({{ keys("t") }}) = ({{ typed_key("b") }})) as cur
+    select b.*, (select {{ image("t", columns) }} from {{ table }} as t where ({{ keys("t") }}) = ({{ typed_key("b") }})) as cur
       from batch as b
   ), judged as (
     select h.*, case
@@ -163,5 +200,5 @@ begin
    where d.conflict is not null{% if versioned %} or d.wins{% endif %};
 end
 $fn$;
-revoke all on function repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb) from public;
-alter function repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb) owner to {{ table_owner | qi }};
+revoke all on function repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb, text[], text[]) from public;
+alter function repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb, text[], text[]) owner to {{ table_owner | qi }};

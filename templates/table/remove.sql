@@ -7,7 +7,7 @@ drop trigger if exists repctl_capture_delete on {{ table }};
 drop trigger if exists repctl_capture_truncate on {{ table }};
 {% endif %}
 drop function if exists repctl.{{ capture_fn | qi }}();
-drop function if exists repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb);
+drop function if exists repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb, text[], text[]);
 delete from repctl.version where tbl = {{ name | ql }};
 delete from repctl.queue where tbl = {{ name | ql }};
 delete from repctl.tables where name = {{ name | ql }};
