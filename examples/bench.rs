@@ -928,7 +928,9 @@ impl<'a> Ctx<'a> {
     /// Waits until the peer's table matches `want`. The checksum is taken again when a transaction
     /// has committed on the peer cluster since the last one, once more right after that (a commit
     /// is recorded a moment before it becomes visible), and at least every few checksum durations
-    /// as a safety net, so polling costs the appliers little CPU.
+    /// as a safety net, so polling costs the appliers little CPU. Checks are at least two check
+    /// durations apart: an applier committing every few milliseconds (`run`'s batches) would
+    /// otherwise have the checker take a core from it, which one commit (native) does not.
     fn wait_equal(&self, env: &mut Env, table: &str, want: Sum) -> Result<()> {
         let Some(peer) = env.peer.as_mut() else {
             return Ok(());
@@ -945,7 +947,8 @@ impl<'a> Ctx<'a> {
                 .get(0);
             let new_commit = seen.as_ref() != Some(&last);
             let overdue = last_check.elapsed() >= (check_cost * 4).max(Duration::from_millis(50));
-            if new_commit || recheck || overdue {
+            let spaced = last_check.elapsed() >= check_cost * 2;
+            if (new_commit || recheck) && spaced || overdue {
                 recheck = new_commit;
                 seen = Some(last);
                 let t = Instant::now();
