@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 use minijinja::context;
-use postgres::Client;
+use postgres::{Client, Row};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -161,7 +161,16 @@ fn object(fields: &[(&str, String)]) -> String {
 
 /// The same, of the changes after sequence number `after`.
 pub fn read_after(origin: &mut Client, peer: &str, size: i64, after: i64) -> Result<Option<Batch>> {
-    let rows = origin.query(&render_read(peer)?, &[&size, &after])?;
+    build(&query_after(origin, peer, size, after)?)
+}
+
+/// The read statement's rows for `read_after`, to `build` a batch of, off the connection.
+pub fn query_after(origin: &mut Client, peer: &str, size: i64, after: i64) -> Result<Vec<Row>> {
+    Ok(origin.query(&render_read(peer)?, &[&size, &after])?)
+}
+
+/// The batch of the read statement's rows; None when there are none.
+pub fn build(rows: &[Row]) -> Result<Option<Batch>> {
     if rows.is_empty() {
         return Ok(None);
     }
@@ -171,7 +180,7 @@ pub fn read_after(origin: &mut Client, peer: &str, size: i64, after: i64) -> Res
     let settled = rows[0].get::<_, bool>(7);
     let first_table: &str = rows[0].get(1);
     let mut inserts_into_one = true;
-    for row in &rows {
+    for row in rows {
         let seq: i64 = row.get(0);
         let image = |col: usize| row.get::<_, Option<&str>>(col).unwrap_or("null");
         inserts_into_one &= row.get::<_, &str>(2) == "I" && row.get::<_, &str>(1) == first_table;

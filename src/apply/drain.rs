@@ -2,7 +2,7 @@
 //!
 //! Per batch: read the oldest committed changes on the origin, apply them on the peer in one
 //! transaction that also records the batch's sequence numbers there, then delete them on the origin.
-//! While the peer applies a batch, the origin deletes the one before and reads the next
+//! While the peer applies a batch, the origin reads the next and deletes the one before
 //! (`Pipeline`). A drain cut off between the peer's commit and the origin's delete finds the
 //! record on its next run and deletes those changes without applying them again. A session advisory lock per pair on
 //! the origin keeps a second drain (or `run`) from delivering the same pair at the same time, and
@@ -285,14 +285,20 @@ fn deliver(
     let recorded = [before.as_slice(), &b.seqs].concat();
     let (applied, origin_side) = std::thread::scope(|s| {
         let origin_side = s.spawn(|| -> Result<Option<Batch>> {
-            if !before.is_empty() {
-                acknowledge(origin, peer, &before, true)?;
-            }
-            if next > 0 {
-                batch::read_after(origin, peer, next, last)
+            let rows = if next > 0 {
+                batch::query_after(origin, peer, next, last)?
             } else {
-                Ok(None)
-            }
+                Vec::new()
+            };
+            // The removal's transaction comes after the read, whose snapshot must not see it in
+            // progress (`Batch::settled`), and runs while the batch is built.
+            std::thread::scope(|s| {
+                let built = s.spawn(|| batch::build(&rows));
+                if !before.is_empty() {
+                    acknowledge(origin, peer, &before, true)?;
+                }
+                built.join().expect("building a batch does not panic")
+            })
         });
         let applied = apply_batch(peer_client, origin_name, &b, &recorded);
         (

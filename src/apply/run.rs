@@ -55,6 +55,9 @@ struct PairState {
     backlog: bool,
     /// Carried from one round to the next while run holds the pair lock.
     pipe: Pipeline,
+    /// The last round found nothing queued: the pair is looked at again when its origin
+    /// notifies, or at the idle sweep, not every round (each look is a query on the origin).
+    quiet: bool,
     errors: u64,
     refused: Option<String>,
 }
@@ -80,6 +83,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: &AtomicBool) -> Result<()> 
     let (mut window_delivered, mut window_start) = (0i64, Instant::now());
     let mut last_sweep = Instant::now();
     let mut last_metrics = Instant::now() - Duration::from_secs(10);
+    let mut visit = vec![true; n];
     info!("run: delivering between {} nodes", n);
     while !stop.load(Ordering::SeqCst) {
         reconnect(&mut nodes, &mut pairs);
@@ -90,7 +94,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: &AtomicBool) -> Result<()> 
         let mut busy = false;
         for i in 0..n {
             for j in 0..n {
-                if i == j || stop.load(Ordering::SeqCst) {
+                if i == j || stop.load(Ordering::SeqCst) || pairs[i][j].quiet && !visit[i] {
                     continue;
                 }
                 let (from, to) = (clients[i].0.clone(), clients[j].0.clone());
@@ -102,11 +106,13 @@ pub fn run(config: &Config, opts: &RunOptions, stop: &AtomicBool) -> Result<()> 
                     Ok(count) => {
                         window_delivered += count;
                         busy |= count == opts.batch || state.pipe.ready();
+                        state.quiet = count == 0 && !state.pipe.ready();
                         if count > 0 {
                             pairs[j][i].pipe.drop_ahead();
                         }
                     }
                     Err(e) => {
+                        state.quiet = false;
                         state.errors += 1;
                         warn!("{from} -> {to}: {e:#}");
                     }
@@ -126,9 +132,8 @@ pub fn run(config: &Config, opts: &RunOptions, stop: &AtomicBool) -> Result<()> 
             log_throughput(window_delivered, window_start);
             (window_delivered, window_start) = (0, Instant::now());
         }
-        if !busy {
-            wait_for_work(&mut nodes, stop, &mut last_sweep);
-        }
+        let wait = if busy { Duration::ZERO } else { IDLE_SWEEP };
+        visit = woken(&mut nodes, stop, &mut last_sweep, wait);
     }
     // A run shorter than --stats-every still says what it delivered.
     log_throughput(window_delivered, window_start);
@@ -229,9 +234,12 @@ fn reconnect(nodes: &mut [NodeConn], pairs: &mut [Vec<PairState>]) {
                 conn.client = Some(c);
                 conn.was_up = true;
                 conn.backoff = Duration::from_millis(500);
+                // Changes may have been queued both ways, unnotified, while it was away.
                 for row in pairs.iter_mut() {
                     row[i].backlog = true;
+                    row[i].quiet = false;
                 }
+                pairs[i].iter_mut().for_each(|p| p.quiet = false);
             }
             Err(e) => {
                 debug!("node {}: {e:#}", conn.node.name);
@@ -245,42 +253,50 @@ fn reconnect(nodes: &mut [NodeConn], pairs: &mut [Vec<PairState>]) {
     }
 }
 
-/// Sleeps until a node notifies, the idle sweep is due, or a stop is asked for.
-fn wait_for_work(nodes: &mut [NodeConn], stop: &AtomicBool, last_sweep: &mut Instant) {
+/// Whether `c` has notifications, waiting up to `wait` for one; consumes them.
+fn notified(c: &mut Client, wait: Duration) -> bool {
+    let mut notes = c.notifications();
+    let mut it = notes.timeout_iter(wait);
+    let mut woke = false;
+    while let Ok(Some(_)) = it.next() {
+        woke = true;
+    }
+    woke
+}
+
+/// Per node, whether its pairs must be looked at whatever their last round found: it notified,
+/// or the idle sweep is due (all of them). Waits up to `wait` for a notification when none is in.
+fn woken(
+    nodes: &mut [NodeConn],
+    stop: &AtomicBool,
+    last_sweep: &mut Instant,
+    wait: Duration,
+) -> Vec<bool> {
     let started = Instant::now();
     loop {
         if stop.load(Ordering::SeqCst) || last_sweep.elapsed() >= IDLE_SWEEP {
             *last_sweep = Instant::now();
-            return;
+            return vec![true; nodes.len()];
         }
-        let mut any_client = false;
-        for conn in nodes.iter_mut() {
-            let Some(c) = conn.client.as_mut() else {
-                continue;
-            };
-            any_client = true;
-            let woke = {
-                let mut notes = c.notifications();
-                let mut it = notes.timeout_iter(Duration::from_millis(2));
-                let mut woke = false;
-                while let Ok(Some(_)) = it.next() {
-                    woke = true;
+        let per_node = wait.min(Duration::from_millis(2));
+        let woke: Vec<bool> = nodes
+            .iter_mut()
+            .map(|conn| {
+                let Some(c) = conn.client.as_mut() else {
+                    return false;
+                };
+                let woke = notified(c, per_node);
+                if c.is_closed() {
+                    conn.client = None;
                 }
                 woke
-            };
-            if c.is_closed() {
-                conn.client = None;
-                return;
-            }
-            if woke {
-                return;
-            }
+            })
+            .collect();
+        if woke.contains(&true) || started.elapsed() >= wait {
+            return woke;
         }
-        if !any_client {
+        if nodes.iter().all(|c| c.client.is_none()) {
             std::thread::sleep(Duration::from_millis(100));
-        }
-        if started.elapsed() > IDLE_SWEEP {
-            return;
         }
     }
 }
