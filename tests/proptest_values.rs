@@ -494,18 +494,8 @@ fn any_value_arrives_unchanged_as_column_arrays() {
                 insert(&mut tx, "public.vals_bulk", first + i as i64, row);
             }
             tx.commit().unwrap();
-            let (mut origin, mut peer) = (local.admin(), remote.admin());
-            let batch = repctl::apply::batch::read(&mut origin, "remote", 100)
-                .unwrap()
-                .expect("queued");
-            let columnar = batch
-                .columnar
-                .as_ref()
-                .expect("inserts go as column arrays");
-            repctl::apply::drain::apply_columnar(&mut peer, "local", columnar, &batch.seqs)
+            s.apply_as_column_arrays("local", "remote")
                 .unwrap_or_else(|e| panic!("{e:?}\n{rows:?}"));
-            repctl::apply::drain::settle_applied(&mut origin, &mut peer, "local", "remote")
-                .unwrap();
             prop_assert_eq!(
                 dump(local, "public.vals_bulk"),
                 dump(remote, "public.vals_bulk")

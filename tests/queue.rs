@@ -327,16 +327,15 @@ fn a_drain_cut_off_while_removing_the_batch_before() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let first = deliver_next(
-        &mut origin,
-        &mut peer,
-        "local",
-        "remote",
-        &mut pipe,
-        4,
-        |_| 4,
-    )
-    .unwrap();
+    // One batch of 4, reading the next 4 ahead.
+    fn step(
+        origin: &mut postgres::Client,
+        peer: &mut postgres::Client,
+        pipe: &mut Pipeline,
+    ) -> anyhow::Result<repctl::apply::drain::Delivered> {
+        deliver_next(origin, peer, "local", "remote", pipe, 4, |_| 4)
+    }
+    let first = step(&mut origin, &mut peer, &mut pipe).unwrap();
     assert_eq!(first.count, 4);
     assert!(pipe.ready(), "the updates are read ahead");
     assert_eq!(
@@ -355,17 +354,7 @@ fn a_drain_cut_off_while_removing_the_batch_before() {
         .query_one("select pg_backend_pid()", &[])
         .unwrap()
         .get(0);
-    let second = std::thread::spawn(move || {
-        deliver_next(
-            &mut origin,
-            &mut peer,
-            "local",
-            "remote",
-            &mut pipe,
-            4,
-            |_| 4,
-        )
-    });
+    let second = std::thread::spawn(move || step(&mut origin, &mut peer, &mut pipe));
     let updated = |c: &mut postgres::Client| -> i64 {
         c.query_one("select count(*) from piped where n = 1", &[])
             .unwrap()

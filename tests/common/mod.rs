@@ -328,6 +328,22 @@ impl Setup {
     }
 
     /// `create table public.NAME (COLUMNS)` on every node, `init`, then `add-table public.NAME ARGS`.
+    /// Delivers the inserts queued from `from` to `to` as `drain` sends them first, as column
+    /// arrays, with no fallback to row images, then removes them from the queue as drain does.
+    pub fn apply_as_column_arrays(&self, from: &str, to: &str) -> Result<(), postgres::Error> {
+        let (mut origin, mut peer) = (self.node(from).admin(), self.node(to).admin());
+        let batch = repctl::apply::batch::read(&mut origin, to, 1000)
+            .unwrap()
+            .expect("queued");
+        let columnar = batch
+            .columnar
+            .as_ref()
+            .expect("inserts go as column arrays");
+        repctl::apply::drain::apply_columnar(&mut peer, from, columnar, &batch.seqs)?;
+        repctl::apply::drain::settle_applied(&mut origin, &mut peer, from, to).unwrap();
+        Ok(())
+    }
+
     pub fn replicate_new_table(&self, name: &str, columns: &str, args: &[&str]) {
         for n in &self.nodes {
             n.exec(&format!("create table {name} ({columns})"));
