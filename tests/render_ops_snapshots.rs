@@ -155,11 +155,3 @@ fn copy_statements() {
     all.push_str(&render_copy("empty", &t.name, &columns, None).unwrap());
     insta::assert_snapshot!("copy_statements", all);
 }
-
-#[test]
-fn drain_batch_read() {
-    insta::assert_snapshot!(
-        "drain_batch_read",
-        repctl::apply::batch::render_read("remote").unwrap()
-    );
-}

@@ -1,7 +1,7 @@
 //! A batch of queued changes as `repctl.apply` takes them: one json array per field, as
 //! `repctl.changes_json` builds it (the sync flush builds it that way, in SQL).
 //!
-//! The origin sends each change's parts as text (`templates/ops/batch.sql`) and the arrays are
+//! The origin sends each change's parts as text (`repctl.read_queue`) and the arrays are
 //! joined here: the row images travel as the origin's jsonb prints them, never parsed or
 //! re-encoded on the way. A batch of one table's inserts (a bulk load) can also go as one array of
 //! values per column (`Columnar`), which the peer inserts without parsing a json object per row.
@@ -9,12 +9,9 @@
 use std::fmt::Write as _;
 
 use anyhow::Result;
-use minijinja::context;
 use postgres::{Client, Row};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
-
-use crate::render::{self, names};
 
 /// Changes read from the origin's queue, oldest first.
 #[derive(Clone)]
@@ -129,14 +126,6 @@ impl Columnar {
     }
 }
 
-/// The read statement for `peer`'s queue partition.
-pub fn render_read(peer: &str) -> Result<String> {
-    render::render(
-        "ops/batch.sql",
-        &context! { partition => names::queue_partition(peer) },
-    )
-}
-
 /// The oldest `size` committed changes queued for `peer`; None when there are none.
 pub fn read(origin: &mut Client, peer: &str, size: i64) -> Result<Option<Batch>> {
     read_after(origin, peer, size, i64::MIN)
@@ -144,6 +133,12 @@ pub fn read(origin: &mut Client, peer: &str, size: i64) -> Result<Option<Batch>>
 
 /// The fields in repctl.changes_json's order; each array gets one element per change.
 const FIELDS: [&str; 7] = ["s", "t", "op", "r", "o", "ts", "resolved"];
+
+/// `array` ready for its next element: opened, or a comma after the last.
+fn next(array: &mut String) -> &mut String {
+    array.push(if array.is_empty() { '[' } else { ',' });
+    array
+}
 
 /// `{"field": [...], ...}`.
 fn object(fields: &[(&str, String)]) -> String {
@@ -166,7 +161,10 @@ pub fn read_after(origin: &mut Client, peer: &str, size: i64, after: i64) -> Res
 
 /// The read statement's rows for `read_after`, to `build` a batch of, off the connection.
 pub fn query_after(origin: &mut Client, peer: &str, size: i64, after: i64) -> Result<Vec<Row>> {
-    Ok(origin.query(&render_read(peer)?, &[&size, &after])?)
+    Ok(origin.query(
+        "select seq, tbl, op, r, o, ts, resolved, settled from repctl.read_queue($1, $2, $3)",
+        &[&peer, &after, &size],
+    )?)
 }
 
 /// The batch of the read statement's rows; None when there are none.
@@ -180,23 +178,35 @@ pub fn build(rows: &[Row]) -> Result<Option<Batch>> {
     let settled = rows[0].get::<_, bool>(7);
     let first_table: &str = rows[0].get(1);
     let mut inserts_into_one = true;
+    // A batch is mostly one table: its name is json-quoted once, not per change.
+    let mut quoted: (&str, String) = ("", String::new());
+    let [
+        (_, s),
+        (_, t),
+        (_, op),
+        (_, r),
+        (_, o),
+        (_, ts),
+        (_, resolved),
+    ] = &mut fields;
     for row in rows {
         let seq: i64 = row.get(0);
-        let image = |col: usize| row.get::<_, Option<&str>>(col).unwrap_or("null");
-        inserts_into_one &= row.get::<_, &str>(2) == "I" && row.get::<_, &str>(1) == first_table;
-        let values = [
-            seq.to_string(),
-            serde_json::to_string(row.get::<_, &str>(1))?,
-            serde_json::to_string(row.get::<_, &str>(2))?,
-            image(3).to_string(),
-            image(4).to_string(),
-            row.get::<_, &str>(5).to_string(),
-            row.get::<_, bool>(6).to_string(),
-        ];
-        for ((_, array), value) in fields.iter_mut().zip(values) {
-            array.push(if array.is_empty() { '[' } else { ',' });
-            array.push_str(&value);
+        let (table, kind): (&str, &str) = (row.get(1), row.get(2));
+        inserts_into_one &= kind == "I" && table == first_table;
+        if quoted.1.is_empty() || quoted.0 != table {
+            quoted = (table, serde_json::to_string(table)?);
         }
+        let _ = write!(next(s), "{seq}");
+        next(t).push_str(&quoted.1);
+        next(op).push_str(&serde_json::to_string(kind)?);
+        next(r).push_str(row.get::<_, Option<&str>>(3).unwrap_or("null"));
+        next(o).push_str(row.get::<_, Option<&str>>(4).unwrap_or("null"));
+        next(ts).push_str(row.get(5));
+        next(resolved).push_str(if row.get::<_, bool>(6) {
+            "true"
+        } else {
+            "false"
+        });
         seqs.push(seq);
     }
     let columnar = if inserts_into_one {

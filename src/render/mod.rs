@@ -54,10 +54,6 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/ops/repair.sql"),
     ),
     ("ops/copy.sql", include_str!("../../templates/ops/copy.sql")),
-    (
-        "ops/batch.sql",
-        include_str!("../../templates/ops/batch.sql"),
-    ),
 ];
 
 /// Quotes an identifier (libpq's rules): the one place identifiers are quoted on the Rust side.

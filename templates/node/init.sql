@@ -210,6 +210,32 @@ $fn$;
 -- array of one object per change takes. drain builds the same in Rust (src/apply/batch.rs).
 -- json, not jsonb: batches are built as text to travel, and the peer parses them once.
 drop function if exists repctl.change_json(repctl.queue);
+-- drain and run: the oldest p_limit changes queued for p_peer after sequence number p_after, each
+-- field as the text it has in repctl.changes_json's payload, which drain joins without re-encoding
+-- the row images. Always by the index, oldest first: sequence numbers grow past any statistics,
+-- so the planner, estimating a few rows above the last analyze's histogram, would read and sort
+-- the peer's whole partition for every batch (a seq scan and a sort, measured at 100-150 ms a
+-- batch of 100,000 queued): a drain quadratic in its backlog.
+-- The last column (the same in every row, computed once) tells whether no transaction was in
+-- progress when the statement's snapshot was taken: then every change numbered below the batch's
+-- last was committed or rolled back before the read, and none can turn up later
+-- (src/apply/drain.rs). The snapshot does not list transactions that took their id after the last
+-- one to finish; an id taken now, after the snapshot, is its lowest running one only when there
+-- were none.
+create or replace function repctl.read_queue(p_peer text, p_after bigint, p_limit bigint)
+returns table (seq bigint, tbl text, op text, r text, o text, ts text, resolved boolean, settled boolean)
+language sql volatile
+set search_path = pg_catalog, pg_temp
+set enable_seqscan = off set enable_bitmapscan = off set enable_sort = off
+as $fn$
+  select q.seq, q.tbl, q.op::text, q.r::text, q.o::text, to_json(q.ts)::text, q.resolved,
+         (select pg_snapshot_xmin(pg_current_snapshot()) = pg_current_xact_id())
+    from repctl.queue as q
+   where q.peer = p_peer and q.seq > p_after
+   order by q.seq
+   limit p_limit
+$fn$;
+
 create or replace function repctl.changes_json(p_changes repctl.queue[]) returns json
 language sql immutable strict set search_path = pg_catalog as $fn$
   select json_build_object('s', json_agg(q.seq order by q.ordinality), 't', json_agg(q.tbl order by q.ordinality),
