@@ -197,9 +197,8 @@ pub struct Delivered {
 /// What carries over from one batch of a pair to the next, so the origin's work overlaps the
 /// peer's apply: the next batch, read while the peer applied the last one, and the last delivered
 /// batch, removed from the origin's queue while the peer applies the next (at once when there is
-/// no next). The peer records that
-/// batch's sequence numbers with the next one's, so a drain cut off before the removal still
-/// settles both. Valid while the pair lock is held.
+/// no next). The peer records that batch's sequence numbers with the next one's, so a drain cut
+/// off before the removal still settles both. Valid while the pair lock is held.
 #[derive(Default, Clone)]
 pub struct Pipeline {
     ahead: Option<Batch>,
@@ -229,8 +228,8 @@ impl Pipeline {
 }
 
 /// Delivers a pair's next batch, the one read ahead, else the oldest `size` queued changes; while
-/// the peer applies it, the origin removes the batch delivered before and reads the
-/// `next(delivered)` changes after it (none when 0). Needs the pair lock.
+/// the peer applies it, the origin reads the `next(delivered)` changes after it (none when 0) and
+/// removes the batch delivered before. Needs the pair lock.
 pub fn deliver_next(
     origin: &mut Client,
     peer_client: &mut Client,
