@@ -210,10 +210,10 @@ pub fn build(rows: &[Row]) -> Result<Option<Batch>> {
         seqs.push(seq);
     }
     let columnar = if inserts_into_one {
+        // One table throughout: `quoted` holds its name.
         let payload = format!(
             "{{\"t\":[{}],\"op\":[\"I\"],\"ts\":{}]}}",
-            serde_json::to_string(first_table)?,
-            fields[5].1
+            quoted.1, fields[5].1
         );
         let images: Option<Vec<&str>> = rows.iter().map(|r| r.get(3)).collect();
         images.and_then(|i| Columnar::of(payload, &i))

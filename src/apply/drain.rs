@@ -4,9 +4,10 @@
 //! transaction that also records the batch's sequence numbers there, then delete them on the origin.
 //! While the peer applies a batch, the origin reads the next and deletes the one before
 //! (`Pipeline`). A drain cut off between the peer's commit and the origin's delete finds the
-//! record on its next run and deletes those changes without applying them again. A session advisory lock per pair on
-//! the origin keeps a second drain (or `run`) from delivering the same pair at the same time, and
-//! writers in synchronous mode queue behind whatever is still queued, so nothing overtakes.
+//! record on its next run and deletes those changes without applying them again. A session
+//! advisory lock per pair on the origin keeps a second drain (or `run`) from delivering the same
+//! pair at the same time, and writers in synchronous mode queue behind whatever is still queued,
+//! so nothing overtakes.
 
 use std::time::{Duration, Instant};
 

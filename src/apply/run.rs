@@ -265,7 +265,8 @@ fn notified(c: &mut Client, wait: Duration) -> bool {
 }
 
 /// Per node, whether its pairs must be looked at whatever their last round found: it notified,
-/// or the idle sweep is due (all of them). Waits up to `wait` for a notification when none is in.
+/// or the idle sweep is due (all of them). Waits up to `wait` for a notification when none is in,
+/// and no longer once a connection is lost, so the next round reconnects.
 fn woken(
     nodes: &mut [NodeConn],
     stop: &AtomicBool,
@@ -279,6 +280,7 @@ fn woken(
             return vec![true; nodes.len()];
         }
         let per_node = wait.min(Duration::from_millis(2));
+        let mut lost = false;
         let woke: Vec<bool> = nodes
             .iter_mut()
             .map(|conn| {
@@ -288,11 +290,12 @@ fn woken(
                 let woke = notified(c, per_node);
                 if c.is_closed() {
                     conn.client = None;
+                    lost = true;
                 }
                 woke
             })
             .collect();
-        if woke.contains(&true) || started.elapsed() >= wait {
+        if lost || woke.contains(&true) || started.elapsed() >= wait {
             return woke;
         }
         if nodes.iter().all(|c| c.client.is_none()) {

@@ -463,7 +463,6 @@ pub fn render_add(
             node_priority => req.node_priority.clone(),
             versioned => req.conflict.versioned(),
             text_settings => text_settings(columns),
-            columnar_names => columnar.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
             columnar => column_values(&columnar),
             ts_alias => names::free_alias("ts", &names_taken),
         },

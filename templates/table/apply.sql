@@ -66,9 +66,9 @@ begin
     -- Inserts as column arrays (see repctl.apply): one plain insert, no json to parse. Whatever
     -- fails it, a key this node has included, fails the call, and the batch comes again as row
     -- images, which the paths below compare and decide on.
-    if p_columns is distinct from {{ columnar_names | ql }}::text[] then
+    if p_columns is distinct from {{ columnar | map(attribute="name") | list | ql }}::text[] then
       raise exception 'repctl: node % sent the columns % of %; node % replicates %',
-        p_origin, p_columns, {{ name | ql }}, {{ node | ql }}, {{ columnar_names | ql }}::text[];
+        p_origin, p_columns, {{ name | ql }}, {{ node | ql }}, {{ columnar | map(attribute="name") | list | ql }}::text[];
     end if;
     v_rows := cardinality(p_values) / {{ columnar | length }};
 {% if versioned %}
