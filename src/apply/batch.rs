@@ -3,132 +3,135 @@
 //!
 //! The origin sends each change's parts as text (`repctl.read_queue`) and the arrays are
 //! joined here: the row images travel as the origin's jsonb prints them, never parsed or
-//! re-encoded on the way. A batch of one table's inserts (a bulk load) can also go as one array of
-//! values per column (`Columnar`), which the peer inserts without parsing a json object per row.
+//! re-encoded on the way. A batch of one table's inserts (a bulk load) goes as one array of values
+//! per column instead (`Columns`), taken from the images on the origin (`repctl.read_columns`)
+//! and passed to the peer as received, which inserts them without parsing a json object per row.
 
+use std::error::Error;
 use std::fmt::Write as _;
 
 use anyhow::Result;
+use bytes::BytesMut;
+use postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use postgres::{Client, Row};
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
 
 /// Changes read from the origin's queue, oldest first.
 #[derive(Clone)]
 pub struct Batch {
-    /// The json array `repctl.apply` takes.
-    pub payload: String,
     pub seqs: Vec<i64>,
     /// No transaction was in progress on the origin when the batch was read: every change
     /// numbered below its last was committed or rolled back by then, so none can be queued late.
     pub settled: bool,
-    /// The same changes as column arrays, when they are all inserts into one table.
-    pub columnar: Option<Columnar>,
+    pub body: Body,
 }
 
-/// Inserts into one table as `repctl.apply`'s `p_columns` and `p_values`: a payload of the table
-/// and the changes' times only, the replicated columns in jsonb's key order (shorter names first,
-/// then bytewise, as the table's apply function lists them), and each column's values in turn.
 #[derive(Clone)]
-pub struct Columnar {
-    pub payload: String,
-    pub columns: Vec<String>,
-    /// The values, decoded, one after the other; `spans` cuts them out, column by column.
-    text: String,
-    spans: Vec<Option<(usize, usize)>>,
+pub enum Body {
+    /// The json object `repctl.apply` takes.
+    Images(String),
+    /// Inserts into one table, as `repctl.apply`'s `p_changes`, `p_columns` and `p_values`.
+    Columns {
+        payload: String,
+        columns: Vec<String>,
+        values: TextArray,
+    },
 }
 
-/// A row image's keys and values as the json text spells them (strings quoted, escapes kept).
-struct RawImage<'a>(Vec<(&'a RawValue, &'a RawValue)>);
+/// A `text[]` in PostgreSQL's binary form, passed from one server to another without decoding
+/// its (tens of thousands of) elements.
+#[derive(Clone, Debug)]
+pub struct TextArray(Vec<u8>);
 
-impl<'de> Deserialize<'de> for RawImage<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Pairs;
-        impl<'de> Visitor<'de> for Pairs {
-            type Value = RawImage<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a row image: a json object of texts")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawImage<'de>, A::Error> {
-                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some(key) = map.next_key::<&RawValue>()? {
-                    pairs.push((key, map.next_value()?));
-                }
-                Ok(RawImage(pairs))
-            }
-        }
-        d.deserialize_map(Pairs)
+impl<'a> FromSql<'a> for TextArray {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn Error + Sync + Send>> {
+        Ok(TextArray(raw.to_vec()))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TEXT_ARRAY
     }
 }
 
-/// A json string or null as text: None for null, None too for anything else (no column arrays).
-fn decoded(raw: &RawValue) -> Option<Option<std::borrow::Cow<'_, str>>> {
-    let json = raw.get();
-    match json.as_bytes().first() {
-        Some(b'n') if json == "null" => Some(None),
-        Some(b'"') if !json.contains('\\') => Some(Some(json[1..json.len() - 1].into())),
-        Some(b'"') => serde_json::from_str::<String>(json)
-            .ok()
-            .map(|s| Some(s.into())),
-        _ => None,
+impl ToSql for TextArray {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        out.extend_from_slice(&self.0);
+        Ok(IsNull::No)
     }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TEXT_ARRAY
+    }
+
+    to_sql_checked!();
 }
 
-impl Columnar {
-    /// Column arrays of the row images `images` (json text), when every image names the same
-    /// columns, in jsonb's key order, with texts or nulls; None otherwise, and the batch goes as
-    /// row images only. Only the values are decoded; names are compared as spelled.
-    fn of(payload: String, images: &[&str]) -> Option<Columnar> {
-        let first: RawImage = serde_json::from_str(images.first()?).ok()?;
-        let names: Vec<&str> = first.0.iter().map(|(k, _)| k.get()).collect();
-        let columns: Vec<String> = names
-            .iter()
-            .map(|n| serde_json::from_str::<String>(n).ok())
-            .collect::<Option<_>>()?;
-        let mut ordered = columns.clone();
-        ordered.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
-        if ordered != columns {
-            return None;
-        }
-        let mut text = String::new();
-        let mut by_column: Vec<Vec<Option<(usize, usize)>>> =
-            vec![Vec::with_capacity(images.len()); columns.len()];
-        for image in images {
-            let RawImage(pairs) = serde_json::from_str(image).ok()?;
-            if pairs.len() != names.len() {
-                return None;
-            }
-            for ((key, value), (name, spans)) in pairs.iter().zip(names.iter().zip(&mut by_column))
-            {
-                if key.get() != *name {
-                    return None;
-                }
-                spans.push(decoded(value)?.map(|v| {
-                    text.push_str(&v);
-                    (text.len() - v.len(), text.len())
-                }));
-            }
-        }
-        Some(Columnar {
-            payload,
-            columns,
-            text,
-            spans: by_column.concat(),
-        })
-    }
+/// What the origin returned for the next batch: nothing queued, a batch of column arrays, or the
+/// read statement's rows, to `build` a batch of (off the connection).
+pub enum Fetched {
+    Nothing,
+    Columns(Batch),
+    Rows(Vec<Row>),
+}
 
-    /// `p_values`: each column's values in turn.
-    pub fn values(&self) -> Vec<Option<&str>> {
-        self.spans
-            .iter()
-            .map(|s| s.map(|(from, to)| &self.text[from..to]))
-            .collect()
+impl Fetched {
+    pub fn into_batch(self) -> Result<Option<Batch>> {
+        match self {
+            Fetched::Nothing => Ok(None),
+            Fetched::Columns(b) => Ok(Some(b)),
+            Fetched::Rows(rows) => build(&rows),
+        }
     }
 }
 
 /// The oldest `size` committed changes queued for `peer`; None when there are none.
 pub fn read(origin: &mut Client, peer: &str, size: i64) -> Result<Option<Batch>> {
-    read_after(origin, peer, size, i64::MIN)
+    fetch_after(origin, peer, size, i64::MIN)?.into_batch()
+}
+
+/// The same as row images, whatever the changes are.
+pub fn read_images(origin: &mut Client, peer: &str, size: i64) -> Result<Option<Batch>> {
+    build(&query_after(origin, peer, size, i64::MIN)?)
+}
+
+/// Every change queued from sequence number `first` to `last`, as row images: a batch of column
+/// arrays the peer refused, to be compared and decided on.
+pub fn read_images_between(
+    origin: &mut Client,
+    peer: &str,
+    first: i64,
+    last: i64,
+) -> Result<Option<Batch>> {
+    let mut rows = query_after(origin, peer, last - first + 1, first - 1)?;
+    rows.retain(|r| r.get::<_, i64>(0) <= last);
+    build(&rows)
+}
+
+/// The next `size` changes after sequence number `after`: as column arrays when they are all
+/// inserts into one table, else as the rows of the read statement.
+pub fn fetch_after(origin: &mut Client, peer: &str, size: i64, after: i64) -> Result<Fetched> {
+    let Some(row) = origin.query_typed_opt(
+        "select seqs, payload, columns, vals, settled from repctl.read_columns($1, $2, $3)",
+        &[
+            (&peer, Type::TEXT),
+            (&after, Type::INT8),
+            (&size, Type::INT8),
+        ],
+    )?
+    else {
+        return Ok(Fetched::Nothing);
+    };
+    Ok(match row.get::<_, Option<TextArray>>(3) {
+        Some(values) => Fetched::Columns(Batch {
+            seqs: row.get(0),
+            settled: row.get(4),
+            body: Body::Columns {
+                payload: row.get(1),
+                columns: row.get(2),
+                values,
+            },
+        }),
+        None => Fetched::Rows(query_after(origin, peer, size, after)?),
+    })
 }
 
 /// The fields in repctl.changes_json's order; each array gets one element per change.
@@ -154,16 +157,15 @@ fn object(fields: &[(&str, String)]) -> String {
     out
 }
 
-/// The same, of the changes after sequence number `after`.
-pub fn read_after(origin: &mut Client, peer: &str, size: i64, after: i64) -> Result<Option<Batch>> {
-    build(&query_after(origin, peer, size, after)?)
-}
-
-/// The read statement's rows for `read_after`, to `build` a batch of, off the connection.
-pub fn query_after(origin: &mut Client, peer: &str, size: i64, after: i64) -> Result<Vec<Row>> {
-    Ok(origin.query(
+/// The read statement's rows of the `size` changes after `after`.
+fn query_after(origin: &mut Client, peer: &str, size: i64, after: i64) -> Result<Vec<Row>> {
+    Ok(origin.query_typed(
         "select seq, tbl, op, r, o, ts, resolved, settled from repctl.read_queue($1, $2, $3)",
-        &[&peer, &after, &size],
+        &[
+            (&peer, Type::TEXT),
+            (&after, Type::INT8),
+            (&size, Type::INT8),
+        ],
     )?)
 }
 
@@ -176,8 +178,6 @@ pub fn build(rows: &[Row]) -> Result<Option<Batch>> {
         FIELDS.map(|name| (name, String::with_capacity(rows.len() * 16)));
     let mut seqs = Vec::with_capacity(rows.len());
     let settled = rows[0].get::<_, bool>(7);
-    let first_table: &str = rows[0].get(1);
-    let mut inserts_into_one = true;
     // A batch is mostly one table: its name is json-quoted once, not per change.
     let mut quoted: (&str, String) = ("", String::new());
     let [
@@ -192,7 +192,6 @@ pub fn build(rows: &[Row]) -> Result<Option<Batch>> {
     for row in rows {
         let seq: i64 = row.get(0);
         let (table, kind): (&str, &str) = (row.get(1), row.get(2));
-        inserts_into_one &= kind == "I" && table == first_table;
         if quoted.1.is_empty() || quoted.0 != table {
             quoted = (table, serde_json::to_string(table)?);
         }
@@ -209,21 +208,9 @@ pub fn build(rows: &[Row]) -> Result<Option<Batch>> {
         });
         seqs.push(seq);
     }
-    let columnar = if inserts_into_one {
-        // One table throughout: `quoted` holds its name.
-        let payload = format!(
-            "{{\"t\":[{}],\"op\":[\"I\"],\"ts\":{}]}}",
-            quoted.1, fields[5].1
-        );
-        let images: Option<Vec<&str>> = rows.iter().map(|r| r.get(3)).collect();
-        images.and_then(|i| Columnar::of(payload, &i))
-    } else {
-        None
-    };
     Ok(Some(Batch {
-        payload: object(&fields),
         seqs,
         settled,
-        columnar,
+        body: Body::Images(object(&fields)),
     }))
 }

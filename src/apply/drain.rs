@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use postgres::Client;
+use postgres::types::Type;
 use serde::Serialize;
 
-use super::batch::{self, Batch, Columnar};
+use super::batch::{self, Batch, Body, Fetched};
 
 /// Advisory lock class for a pair's drain lock (the second key is a hash of the peer name).
 pub const DRAIN_LOCK: i32 = 0x7265_7063;
@@ -104,40 +105,66 @@ fn pending(origin: &mut Client, peer: &str) -> Result<i64> {
 }
 
 /// Applies batch `b` on the peer, recording `seqs` there as applied in the same transaction.
-fn apply_batch(
+pub fn apply_batch(
     peer_client: &mut Client,
     origin_name: &str,
     b: &Batch,
     seqs: &[i64],
 ) -> Result<(), postgres::Error> {
-    // Inserts as column arrays take one plain insert. Whatever fails it (a key the peer has
-    // included) rolls it back, and the row images go, which are compared and decided on.
-    if let Some(c) = &b.columnar
-        && apply_columnar(peer_client, origin_name, c, seqs).is_ok()
-    {
-        return Ok(());
-    }
-    peer_client
-        .query_one(
+    match &b.body {
+        Body::Images(payload) => peer_client.query_typed_one(
             "select repctl.apply($1, $2::text::jsonb, $3)",
-            &[&origin_name, &b.payload, &seqs],
-        )
-        .map(|_| ())
+            &[
+                (&origin_name, Type::TEXT),
+                (payload, Type::TEXT),
+                (&seqs, Type::INT8_ARRAY),
+            ],
+        ),
+        Body::Columns {
+            payload,
+            columns,
+            values,
+        } => peer_client.query_typed_one(
+            "select repctl.apply($1, $2::text::jsonb, $3, $4, $5)",
+            &[
+                (&origin_name, Type::TEXT),
+                (payload, Type::TEXT),
+                (&seqs, Type::INT8_ARRAY),
+                (columns, Type::TEXT_ARRAY),
+                (values, Type::TEXT_ARRAY),
+            ],
+        ),
+    }
+    .map(|_| ())
 }
 
-/// Applies a batch of inserts sent as column arrays on the peer, recording `seqs` as applied.
-pub fn apply_columnar(
+/// Inserts as column arrays take one plain insert on the peer; whatever fails it (a key the peer
+/// has included) rolls it back, and the same changes go again, as row images, which are compared
+/// and decided on. Returns the batch applied, or tried, last; `recorded` goes with it as in
+/// `deliver`.
+fn apply_refused_columns(
+    origin: &mut Client,
     peer_client: &mut Client,
     origin_name: &str,
-    c: &Columnar,
-    seqs: &[i64],
-) -> Result<(), postgres::Error> {
-    peer_client
-        .query_one(
-            "select repctl.apply($1, $2::text::jsonb, $3, $4::text[], $5::text[])",
-            &[&origin_name, &c.payload, &seqs, &c.columns, &c.values()],
-        )
-        .map(|_| ())
+    peer: &str,
+    b: Batch,
+    recorded: &[i64],
+    refused: postgres::Error,
+) -> Result<(Batch, Result<(), postgres::Error>)> {
+    let (first, last) = (b.seqs[0], *b.seqs.last().expect("a batch is never empty"));
+    // A change committed late into an unsettled batch's range comes along: it is older than the
+    // batch read ahead, and is delivered and removed with this one.
+    let Some(mut images) = batch::read_images_between(origin, peer, first, last)? else {
+        return Ok((b, Err(refused)));
+    };
+    images.settled = b.settled;
+    let applied = apply_batch(
+        peer_client,
+        origin_name,
+        &images,
+        &[recorded, &images.seqs].concat(),
+    );
+    Ok((images, applied))
 }
 
 /// Deletes a delivered batch from the origin's queue and counts it, in one statement: one round
@@ -145,12 +172,17 @@ pub fn apply_columnar(
 /// every change queued from the batch's first sequence number to its last is in it (a settled
 /// batch, see `deliver`), and the range alone finds them.
 fn acknowledge(origin: &mut Client, peer: &str, seqs: &[i64], whole: bool) -> Result<()> {
-    origin.execute(
+    origin.execute_typed(
         "with acked as (
            delete from repctl.queue where peer = $1 and seq between ($2::bigint[])[1] and ($2::bigint[])[cardinality($2::bigint[])]
               and ($4 or seq = any($2)))
          update repctl.delivery set last_delivery = now(), delivered = delivered + $3 where peer = $1",
-        &[&peer, &seqs, &(seqs.len() as i64), &whole],
+        &[
+            (&peer, Type::TEXT),
+            (&seqs, Type::INT8_ARRAY),
+            (&(seqs.len() as i64), Type::INT8),
+            (&whole, Type::BOOL),
+        ],
     )?;
     Ok(())
 }
@@ -167,7 +199,7 @@ fn isolate_refused(
 ) -> Result<(i64, Option<String>)> {
     let mut delivered = 0;
     while delivered < size as i64 {
-        let Some(one) = batch::read(origin, peer, 1)? else {
+        let Some(one) = batch::read_images(origin, peer, 1)? else {
             break;
         };
         if let Err(e) = apply_batch(peer_client, origin_name, &one, &one.seqs) {
@@ -178,7 +210,11 @@ fn isolate_refused(
                 delivered,
                 Some(format!(
                     "node {peer} refused change seq {} from {origin_name}: {detail}; change: {}",
-                    one.seqs[0], one.payload
+                    one.seqs[0],
+                    match &one.body {
+                        Body::Images(payload) => payload.as_str(),
+                        Body::Columns { .. } => "(column arrays)",
+                    }
                 )),
             ));
         }
@@ -282,25 +318,29 @@ fn deliver(
 ) -> Result<Delivered> {
     let last = *b.seqs.last().expect("a batch is never empty");
     let before = std::mem::take(&mut pipe.unacked);
-    let recorded = [before.as_slice(), &b.seqs].concat();
     let (applied, origin_side) = std::thread::scope(|s| {
         let origin_side = s.spawn(|| -> Result<Option<Batch>> {
-            let rows = if next > 0 {
-                batch::query_after(origin, peer, next, last)?
+            let fetched = if next > 0 {
+                batch::fetch_after(origin, peer, next, last)?
             } else {
-                Vec::new()
+                Fetched::Nothing
             };
             // The removal's transaction comes after the read, whose snapshot must not see it in
             // progress (`Batch::settled`), and runs while the batch is built.
             std::thread::scope(|s| {
-                let built = s.spawn(|| batch::build(&rows));
+                let built = s.spawn(|| fetched.into_batch());
                 if !before.is_empty() {
                     acknowledge(origin, peer, &before, true)?;
                 }
                 built.join().expect("building a batch does not panic")
             })
         });
-        let applied = apply_batch(peer_client, origin_name, &b, &recorded);
+        let applied = apply_batch(
+            peer_client,
+            origin_name,
+            &b,
+            &[before.as_slice(), &b.seqs].concat(),
+        );
         (
             applied,
             origin_side
@@ -308,6 +348,12 @@ fn deliver(
                 .expect("the origin's thread does not panic"),
         )
     });
+    let (b, applied) = match applied {
+        Err(e) if e.as_db_error().is_some() && matches!(b.body, Body::Columns { .. }) => {
+            apply_refused_columns(origin, peer_client, origin_name, peer, b, &before, e)?
+        }
+        applied => (b, applied),
+    };
     match applied {
         Ok(()) => {
             let ahead = origin_side?;
@@ -347,9 +393,9 @@ fn deliver(
 /// Whether changes older than `seq` are queued for `peer` (committed since the batch before was read).
 fn queued_before(origin: &mut Client, peer: &str, seq: i64) -> Result<bool> {
     Ok(origin
-        .query_one(
+        .query_typed_one(
             "select exists (select from repctl.queue where peer = $1 and seq < $2)",
-            &[&peer, &seq],
+            &[(&peer, Type::TEXT), (&seq, Type::INT8)],
         )?
         .get(0))
 }

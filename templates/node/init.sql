@@ -236,6 +236,45 @@ as $fn$
    limit p_limit
 $fn$;
 
+-- The next batch as column arrays, when it is all inserts into one table (a bulk load): each
+-- column's values, taken from the row images on the origin, so neither the images' text nor a
+-- parse of it crosses to drain; the columns are the first image's keys, in jsonb's order, as the
+-- table's apply function lists them. A later image lacking a key gives null for it, and one with
+-- a key more than the first is sent without it, exactly as `->>` from the images does on the
+-- peer; the peer refuses columns other than its own. No row when nothing is queued; nulls but
+-- for the first sequence number when the batch holds other changes (read them with read_queue).
+-- One aggregation pass over the ordered read keeps the arrays in step, oldest change first.
+create or replace function repctl.read_columns(p_peer text, p_after bigint, p_limit bigint)
+returns table (seqs bigint[], payload text, columns text[], vals text[], settled boolean)
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+set enable_seqscan = off set enable_bitmapscan = off set enable_sort = off
+as $fn$
+declare
+  v_first repctl.queue;
+begin
+  select * into v_first from repctl.queue as q where q.peer = p_peer and q.seq > p_after order by q.seq limit 1;
+  if not found then
+    return;
+  end if;
+  if v_first.op <> 'I' then
+    return query select array[v_first.seq], null::text, null::text[], null::text[], null::boolean;
+    return;
+  end if;
+  columns := array(select jsonb_object_keys(v_first.r));
+  return query execute format($q$
+    select array_agg(q.seq),
+           case when bool_and(q.op = 'I' and q.tbl = $4) then
+             json_build_object('t', json_build_array($4), 'op', json_build_array('I'), 'ts', json_agg(q.ts))::text end,
+           $5, case when bool_and(q.op = 'I' and q.tbl = $4) then array[%s] end,
+           (select pg_snapshot_xmin(pg_current_snapshot()) = pg_current_xact_id())
+      from (select q.seq, q.tbl, q.op, q.r, q.ts from repctl.queue as q
+             where q.peer = $1 and q.seq > $2 order by q.seq limit $3) as q$q$,
+    (select string_agg(format('array_agg(q.r ->> %L)', c), ', ') from unnest(columns) as c))
+  using p_peer, p_after, p_limit, v_first.tbl, columns;
+end
+$fn$;
+
 create or replace function repctl.changes_json(p_changes repctl.queue[]) returns json
 language sql immutable strict set search_path = pg_catalog as $fn$
   select json_build_object('s', json_agg(q.seq order by q.ordinality), 't', json_agg(q.tbl order by q.ordinality),
@@ -389,9 +428,9 @@ $do$;
 
 -- The one apply path, used by synchronous delivery, drain and run alike. Changes arrive in origin
 -- order; consecutive changes of one table go to that table's apply function in one set-based step.
--- drain and run may send a batch of one table's inserts as column arrays: p_columns names them, in
--- the order of the row images' keys, p_values holds each column's values in turn, and p_changes
--- holds just the table, one "I" and the changes' times.
+-- drain and run may send a batch of one table's inserts as column arrays (repctl.read_columns):
+-- p_columns names them, in the order of the row images' keys, p_values holds one row per column
+-- (a two-dimensional array), and p_changes holds just the table, one "I" and the changes' times.
 drop function if exists repctl.apply(text, jsonb, bigint[]);
 create or replace function repctl.apply(p_origin text, p_changes jsonb, p_batch bigint[] default null,
                                         p_columns text[] default null, p_values text[] default null)
@@ -415,6 +454,10 @@ declare
 begin
   if p_values is not null and not v_single then
     raise exception 'repctl: column arrays from node % hold changes of more than one table, or a truncate', p_origin;
+  end if;
+  if p_values is not null and (array_ndims(p_values) is distinct from 2 or array_length(p_values, 1) <> cardinality(p_columns)) then
+    raise exception 'repctl: column arrays from node % are not one row of values per column', p_origin
+      using hint = 'run the same repctl version on every node';
   end if;
   -- Marks this transaction as replication so the capture triggers do not send the changes back.
   perform set_config('repctl.applying', 'on', true);

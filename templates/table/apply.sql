@@ -21,7 +21,7 @@
   select {% for c in columns %}{{ alias | qi }}.{{ c.name | qi }}::{{ c.type }}{% if not loop.last %}, {% endif %}{% endfor +%}
 {%- endmacro -%}
 {%- macro column_arrays(with_ts) -%}
-rows from ({% for c in columnar %}unnest(p_values[{{ loop.index0 }} * v_rows + 1 : {{ loop.index }} * v_rows]){% if not loop.last or with_ts %}, {% endif %}{% endfor %}{% if with_ts %}jsonb_array_elements_text(p_changes -> 'ts'){% endif %})
+rows from ({% for c in columnar %}unnest(p_values[{{ loop.index }}:{{ loop.index }}]){% if not loop.last or with_ts %}, {% endif %}{% endfor %}{% if with_ts %}jsonb_array_elements_text(p_changes -> 'ts'){% endif %})
           as v({% for c in columnar %}{{ c.name | qi }}{% if not loop.last or with_ts %}, {% endif %}{% endfor %}{% if with_ts %}{{ ts_alias | qi }}{% endif %})
 {%- endmacro -%}
 {%- macro insert_decided(existing) -%}
@@ -52,7 +52,6 @@ as $fn$
 #variable_conflict use_column
 declare
   v_inserted boolean := false;
-  v_rows integer;
 begin
   if p_truncate then
 {% if where %}
@@ -70,7 +69,6 @@ begin
       raise exception 'repctl: node % sent the columns % of %; node % replicates %',
         p_origin, p_columns, {{ name | ql }}, {{ node | ql }}, {{ columnar | map(attribute="name") | list | ql }}::text[];
     end if;
-    v_rows := cardinality(p_values) / {{ columnar | length }};
 {% if versioned %}
     return query
     with v as (

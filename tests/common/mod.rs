@@ -335,11 +335,11 @@ impl Setup {
         let batch = repctl::apply::batch::read(&mut origin, to, 1000)
             .unwrap()
             .expect("queued");
-        let columnar = batch
-            .columnar
-            .as_ref()
-            .expect("inserts go as column arrays");
-        repctl::apply::drain::apply_columnar(&mut peer, from, columnar, &batch.seqs)?;
+        assert!(
+            matches!(batch.body, repctl::apply::batch::Body::Columns { .. }),
+            "inserts go as column arrays"
+        );
+        repctl::apply::drain::apply_batch(&mut peer, from, &batch, &batch.seqs)?;
         repctl::apply::drain::settle_applied(&mut origin, &mut peer, from, to).unwrap();
         Ok(())
     }
