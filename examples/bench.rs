@@ -570,6 +570,14 @@ fn checksum(c: &mut impl GenericClient, table: &str) -> Result<Sum> {
     Ok((row.get(0), row.get(1)))
 }
 
+/// The peer cluster's last commit and whether a snapshot taken now sees it. Its 32-bit xid gets
+/// the epoch of the snapshot's xmax (one epoch back when it is numbered above it).
+const LAST_COMMIT: &str = "select x.xid::text,
+        pg_visible_in_snapshot((((m >> 32) << 32) + x.xid::text::bigint
+                                - case when x.xid::text::bigint > m & 4294967295 then 4294967296 else 0 end)::text::xid8, s)
+   from pg_last_committed_xact() as x, pg_current_snapshot() as s,
+        lateral (select pg_snapshot_xmax(s)::text::bigint as m) as xm";
+
 /// The checksum, once the row count is `want`'s: while rows are still arriving, the count alone
 /// tells the peer is not there yet, and costs a fraction of the hash of every row (which, taken
 /// after each of an applier's many commits, would compete with it for the CPU).
@@ -926,30 +934,27 @@ impl<'a> Ctx<'a> {
     }
 
     /// Waits until the peer's table matches `want`. The checksum is taken again when a transaction
-    /// has committed on the peer cluster since the last one, once more right after that (a commit
-    /// is recorded a moment before it becomes visible), and at least every few checksum durations
-    /// as a safety net, so polling costs the appliers little CPU. Checks are at least two check
-    /// durations apart: an applier committing every few milliseconds (`run`'s batches) would
-    /// otherwise have the checker take a core from it, which one commit (native) does not.
+    /// has committed on the peer cluster since the last one and is visible (a commit is recorded a
+    /// moment before it becomes visible), and at least every few checksum durations as a safety
+    /// net, so polling costs the appliers little CPU. Checks are at least two check durations
+    /// apart: an applier committing every few milliseconds (`run`'s batches) would otherwise have
+    /// the checker take a core from it, which one commit (native) does not.
     fn wait_equal(&self, env: &mut Env, table: &str, want: Sum) -> Result<()> {
         let Some(peer) = env.peer.as_mut() else {
             return Ok(());
         };
         let deadline = Instant::now() + self.opts.sizes.timeout;
         let mut seen: Option<Option<String>> = None;
-        let mut recheck = false;
         let mut last_check = Instant::now();
         let mut check_cost = Duration::ZERO;
         let mut got = (0, 0);
         loop {
-            let last: Option<String> = peer
-                .query_one("select (pg_last_committed_xact()).xid::text", &[])?
-                .get(0);
-            let new_commit = seen.as_ref() != Some(&last);
+            let row = peer.query_one(LAST_COMMIT, &[])?;
+            let (last, visible): (Option<String>, Option<bool>) = (row.get(0), row.get(1));
+            let new_commit = seen.as_ref() != Some(&last) && visible != Some(false);
             let overdue = last_check.elapsed() >= (check_cost * 4).max(Duration::from_millis(50));
             let spaced = last_check.elapsed() >= check_cost * 2;
-            if (new_commit || recheck) && spaced || overdue {
-                recheck = new_commit;
+            if new_commit && spaced || overdue {
                 seen = Some(last);
                 let t = Instant::now();
                 got = checksum_once_counted(peer, table, want)?;
