@@ -257,6 +257,38 @@ fn column_arrays_record_versions() {
     s.repctl_ok(&["verify"], 0);
 }
 
+/// Column arrays carry the changes' times only for a table whose rule compares them; a peer whose
+/// rule does refuses arrays without them (nodes with different rules), and the changes go as row
+/// images, times included.
+#[test]
+fn column_arrays_carry_times_where_the_rule_compares_them() {
+    let s = Setup::pair(Layout::OneCluster);
+    s.replicate_new_table(
+        "timed",
+        "id int primary key, v text",
+        &["--mode", "async", "--conflict", "last-write-wins"],
+    );
+    let (local, remote) = (s.node("local"), s.node("remote"));
+    let stamped = || {
+        remote.count(
+            "select count(*) from repctl.version
+              where tbl = 'public.timed' and origin = 'local' and ts > now() - interval '1 hour'",
+        )
+    };
+    local.exec("insert into timed select g, 'a' from generate_series(1, 3) g");
+    s.apply_as_column_arrays("local", "remote").unwrap();
+    assert_eq!(stamped(), 3);
+    // The origin's rule no longer compares times; the peer's still does.
+    local.exec("update repctl.tables set conflict = 'origin-wins' where name = 'public.timed'");
+    local.exec("insert into timed select g, 'b' from generate_series(4, 6) g");
+    let refused = s.apply_as_column_arrays("local", "remote").unwrap_err();
+    let message = refused.as_db_error().expect("the peer refuses").message();
+    assert!(message.contains("without their times"), "{message}");
+    s.repctl_ok(&["drain"], 0);
+    assert_eq!(stamped(), 6);
+    s.repctl_ok(&["verify"], 0);
+}
+
 /// A drain cut off after the peer committed a batch but before the origin deleted it: the next
 /// drain sees the peer's record and does not apply that batch again.
 #[test]

@@ -241,9 +241,11 @@ $fn$;
 -- parse of it crosses to drain; the columns are the first image's keys, in jsonb's order, as the
 -- table's apply function lists them. A later image lacking a key gives null for it, and one with
 -- a key more than the first is sent without it, exactly as `->>` from the images does on the
--- peer; the peer refuses columns other than its own. No row when nothing is queued; nulls but
--- for the first sequence number when the batch holds other changes (read them with read_queue).
--- One aggregation pass over the ordered read keeps the arrays in step, oldest change first.
+-- peer; the peer refuses columns other than its own. The changes' times go along only for a
+-- table whose conflict rule compares them (the peer refuses column arrays without them when its
+-- rule does). No row when nothing is queued; nulls but for the first sequence number when the
+-- batch holds other changes (read them with read_queue). One aggregation pass over the ordered
+-- read keeps the arrays in step, oldest change first.
 create or replace function repctl.read_columns(p_peer text, p_after bigint, p_limit bigint)
 returns table (seqs bigint[], payload text, columns text[], vals text[], settled boolean)
 language plpgsql volatile
@@ -252,6 +254,7 @@ set enable_seqscan = off set enable_bitmapscan = off set enable_sort = off
 as $fn$
 declare
   v_first repctl.queue;
+  v_versioned boolean;
 begin
   select * into v_first from repctl.queue as q where q.peer = p_peer and q.seq > p_after order by q.seq limit 1;
   if not found then
@@ -262,14 +265,17 @@ begin
     return;
   end if;
   columns := array(select jsonb_object_keys(v_first.r));
+  v_versioned := coalesce((select t.conflict in ('last-write-wins', 'node-priority') from repctl.tables as t
+                            where t.name = v_first.tbl), true);
   return query execute format($q$
     select array_agg(q.seq),
            case when bool_and(q.op = 'I' and q.tbl = $4) then
-             json_build_object('t', json_build_array($4), 'op', json_build_array('I'), 'ts', json_agg(q.ts))::text end,
+             json_build_object('t', json_build_array($4), 'op', json_build_array('I')%s)::text end,
            $5, case when bool_and(q.op = 'I' and q.tbl = $4) then array[%s] end,
            (select pg_snapshot_xmin(pg_current_snapshot()) = pg_current_xact_id())
       from (select q.seq, q.tbl, q.op, q.r, q.ts from repctl.queue as q
              where q.peer = $1 and q.seq > $2 order by q.seq limit $3) as q$q$,
+    case when v_versioned then $s$, 'ts', json_agg(q.ts)$s$ else '' end,
     (select string_agg(format('array_agg(q.r ->> %L)', c), ', ') from unnest(columns) as c))
   using p_peer, p_after, p_limit, v_first.tbl, columns;
 end
@@ -430,7 +436,8 @@ $do$;
 -- order; consecutive changes of one table go to that table's apply function in one set-based step.
 -- drain and run may send a batch of one table's inserts as column arrays (repctl.read_columns):
 -- p_columns names them, in the order of the row images' keys, p_values holds one row per column
--- (a two-dimensional array), and p_changes holds just the table, one "I" and the changes' times.
+-- (a two-dimensional array), and p_changes holds just the table, one "I" and, for a table whose
+-- conflict rule compares them, the changes' times.
 drop function if exists repctl.apply(text, jsonb, bigint[]);
 create or replace function repctl.apply(p_origin text, p_changes jsonb, p_batch bigint[] default null,
                                         p_columns text[] default null, p_values text[] default null)

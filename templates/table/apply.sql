@@ -70,6 +70,11 @@ begin
         p_origin, p_columns, {{ name | ql }}, {{ node | ql }}, {{ columnar | map(attribute="name") | list | ql }}::text[];
     end if;
 {% if versioned %}
+    if jsonb_array_length(p_changes -> 'ts') is distinct from array_length(p_values, 2) then
+      raise exception 'repctl: node % sent the column arrays of % without their times; node % compares them (conflict rule %)',
+        p_origin, {{ name | ql }}, {{ node | ql }}, {{ conflict | ql }}
+        using hint = 'run repctl alter-table ' || {{ name | ql }} || ' --conflict RULE so that every node has the same rule';
+    end if;
     return query
     with v as (
       select * from {{ column_arrays(true) }}
