@@ -22,9 +22,9 @@
 //! Each statement runs in a transaction that also computes the origin's checksum (not timed);
 //! "write" is the statement plus its commit. "Peer equal" is the time from the commit returning until
 //! the peer's `count(*)` and `sum(hashtext(row::text))` match the origin's (for async+drain: the
-//! drain, then the check). The peer is re-checksummed whenever a transaction commits there
-//! (`pg_last_committed_xact()`, with `track_commit_timestamp` on the peer cluster), so polling does
-//! not eat the CPU the appliers need.
+//! drain, then the check). The peer is re-checksummed whenever a transaction commits there, once a
+//! snapshot sees it (`pg_last_committed_xact()`, with `track_commit_timestamp` on the peer cluster),
+//! so polling does not eat the CPU the appliers need.
 //!
 //! Ratios to no replication are computed per run (each run measures every delivery back to back),
 //! then the median is taken.
