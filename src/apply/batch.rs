@@ -37,6 +37,18 @@ pub enum Body {
     },
 }
 
+impl Batch {
+    /// The changes as a message shows them: the row images, or what the column arrays hold.
+    pub fn shown(&self) -> String {
+        match &self.body {
+            Body::Images(payload) => payload.clone(),
+            Body::Columns { payload, .. } => {
+                format!("{} inserts as column arrays, {payload}", self.seqs.len())
+            }
+        }
+    }
+}
+
 /// A `text[]` in PostgreSQL's binary form, passed from one server to another without decoding
 /// its (tens of thousands of) elements.
 #[derive(Clone, Debug)]

@@ -211,10 +211,7 @@ fn isolate_refused(
                 Some(format!(
                     "node {peer} refused change seq {} from {origin_name}: {detail}; change: {}",
                     one.seqs[0],
-                    match &one.body {
-                        Body::Images(payload) => payload.as_str(),
-                        Body::Columns { .. } => "(column arrays)",
-                    }
+                    one.shown()
                 )),
             ));
         }
