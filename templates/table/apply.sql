@@ -21,8 +21,9 @@
   select {% for c in columns %}{{ alias | qi }}.{{ c.name | qi }}::{{ c.type }}{% if not loop.last %}, {% endif %}{% endfor +%}
 {%- endmacro -%}
 {%- macro column_arrays(with_ts) -%}
-rows from ({% for c in columnar %}unnest(p_values[{{ loop.index }}:{{ loop.index }}]){% if not loop.last or with_ts %}, {% endif %}{% endfor %}{% if with_ts %}jsonb_array_elements_text(p_changes -> 'ts'){% endif %})
-          as v({% for c in columnar %}{{ c.name | qi }}{% if not loop.last or with_ts %}, {% endif %}{% endfor %}{% if with_ts %}{{ ts_alias | qi }}{% endif %})
+{#- Set-returning functions in the select list run in step, one row each per call; in a FROM list
+    (rows from) each would first fill a tuplestore with the whole column. -#}
+(select {% for c in columnar %}unnest(p_values[{{ loop.index }}:{{ loop.index }}]) as {{ c.name | qi }}{% if not loop.last or with_ts %}, {% endif %}{% endfor %}{% if with_ts %}jsonb_array_elements_text(p_changes -> 'ts') as {{ ts_alias | qi }}{% endif %}) as v
 {%- endmacro -%}
 {%- macro insert_decided(existing) -%}
 {{ insert_rows("d", "img") }}
