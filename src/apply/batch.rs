@@ -132,9 +132,12 @@ pub fn fetch_after(origin: &mut Client, peer: &str, size: i64, after: i64) -> Re
     else {
         return Ok(Fetched::Nothing);
     };
+    let seqs: Vec<i64> = row.get(0);
+    // The arrays come from one aggregation pass over the read in queue order; should an executor
+    // ever feed it otherwise, the batch's bounds would be wrong, so it goes as row images.
     Ok(match row.get::<_, Option<TextArray>>(3) {
-        Some(values) => Fetched::Columns(Batch {
-            seqs: row.get(0),
+        Some(values) if seqs.is_sorted() => Fetched::Columns(Batch {
+            seqs,
             settled: row.get(4),
             body: Body::Columns {
                 payload: row.get(1),
@@ -142,7 +145,7 @@ pub fn fetch_after(origin: &mut Client, peer: &str, size: i64, after: i64) -> Re
                 values,
             },
         }),
-        None => Fetched::Rows(query_after(origin, peer, size, after)?),
+        _ => Fetched::Rows(query_after(origin, peer, size, after)?),
     })
 }
 

@@ -245,7 +245,7 @@ $fn$;
 -- table whose conflict rule compares them (the peer refuses column arrays without them when its
 -- rule does). No row when nothing is queued; nulls but for the first sequence number when the
 -- batch holds other changes (read them with read_queue). One aggregation pass over the ordered
--- read keeps the arrays in step, oldest change first.
+-- read keeps the arrays in step, oldest change first (drain checks the seqs came out in order).
 create or replace function repctl.read_columns(p_peer text, p_after bigint, p_limit bigint)
 returns table (seqs bigint[], payload text, columns text[], vals text[], settled boolean)
 language plpgsql volatile
