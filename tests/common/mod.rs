@@ -327,7 +327,6 @@ impl Setup {
         );
     }
 
-    /// `create table public.NAME (COLUMNS)` on every node, `init`, then `add-table public.NAME ARGS`.
     /// Delivers the inserts queued from `from` to `to` as `drain` sends them first, as column
     /// arrays, with no fallback to row images, then removes them from the queue as drain does.
     pub fn apply_as_column_arrays(&self, from: &str, to: &str) -> Result<(), postgres::Error> {
@@ -344,6 +343,7 @@ impl Setup {
         Ok(())
     }
 
+    /// `create table public.NAME (COLUMNS)` on every node, `init`, then `add-table public.NAME ARGS`.
     pub fn replicate_new_table(&self, name: &str, columns: &str, args: &[&str]) {
         for n in &self.nodes {
             n.exec(&format!("create table {name} ({columns})"));
