@@ -185,7 +185,7 @@ fn query_after(origin: &mut Client, peer: &str, size: i64, after: i64) -> Result
 }
 
 /// The batch of the read statement's rows; None when there are none.
-pub fn build(rows: &[Row]) -> Result<Option<Batch>> {
+fn build(rows: &[Row]) -> Result<Option<Batch>> {
     if rows.is_empty() {
         return Ok(None);
     }

@@ -255,22 +255,21 @@ fn reconnect(nodes: &mut [NodeConn], pairs: &mut [Vec<PairState>]) {
 
 /// Whether `c` has notifications, waiting up to `wait` for one; consumes them.
 fn notified(c: &mut Client, wait: Duration) -> bool {
+    fn any(mut it: impl FallibleIterator) -> bool {
+        let mut woke = false;
+        while let Ok(Some(_)) = it.next() {
+            woke = true;
+        }
+        woke
+    }
     let mut notes = c.notifications();
-    let mut woke = false;
     // A zero timeout still waits for the runtime's next timer tick (about 1 ms per node, between
     // every two batches of a backlog); the plain iterator only reads what has arrived.
     if wait.is_zero() {
-        let mut it = notes.iter();
-        while let Ok(Some(_)) = it.next() {
-            woke = true;
-        }
+        any(notes.iter())
     } else {
-        let mut it = notes.timeout_iter(wait);
-        while let Ok(Some(_)) = it.next() {
-            woke = true;
-        }
+        any(notes.timeout_iter(wait))
     }
-    woke
 }
 
 /// Per node, whether its pairs must be looked at whatever their last round found: it notified,
