@@ -389,24 +389,41 @@ fn dump(n: &Node, table: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn any_value_arrives_unchanged_in_both_modes() {
+/// Two clusters with the value types, and the tables `(name, add-table options)` of COLUMNS,
+/// replicated.
+fn value_tables(tables: &[(&str, &[&str])]) -> Setup {
     let s = Setup::pair(Layout::TwoClusters);
     for n in &s.nodes {
         n.exec(TYPES);
-        n.exec(&format!("create table public.vals_sync {COLUMNS}"));
-        n.exec(&format!("create table public.vals_async {COLUMNS}"));
+        for (table, _) in tables {
+            n.exec(&format!("create table {table} {COLUMNS}"));
+        }
     }
     s.repctl_ok(&["init"], 0);
-    s.repctl_ok(&["add-table", "public.vals_sync"], 0);
-    s.repctl_ok(&["add-table", "public.vals_async", "--mode", "async"], 0);
-    let ids = AtomicI64::new(1);
-    let mut runner = TestRunner::new(Config {
-        cases: 24,
+    for (table, options) in tables {
+        s.repctl_ok(&[&["add-table", table], *options].concat(), 0);
+    }
+    s
+}
+
+/// `cases` cases, shrunk a little, nothing persisted (the clusters are gone after the run).
+fn runner(cases: u32) -> TestRunner {
+    TestRunner::new(Config {
+        cases,
         max_shrink_iters: 64,
         failure_persistence: None,
         ..Config::default()
-    });
+    })
+}
+
+#[test]
+fn any_value_arrives_unchanged_in_both_modes() {
+    let s = value_tables(&[
+        ("public.vals_sync", &[]),
+        ("public.vals_async", &["--mode", "async"]),
+    ]);
+    let ids = AtomicI64::new(1);
+    let mut runner = runner(24);
     let case = (
         any::<bool>(),
         prop::collection::vec(row(), 1..6),
@@ -469,21 +486,10 @@ fn any_value_arrives_unchanged_in_both_modes() {
 /// every value must arrive as it left, taken that way alone, with no fallback to row images.
 #[test]
 fn any_value_arrives_unchanged_as_column_arrays() {
-    let s = Setup::pair(Layout::TwoClusters);
-    for n in &s.nodes {
-        n.exec(TYPES);
-        n.exec(&format!("create table public.vals_bulk {COLUMNS}"));
-    }
-    s.repctl_ok(&["init"], 0);
-    s.repctl_ok(&["add-table", "public.vals_bulk", "--mode", "async"], 0);
+    let s = value_tables(&[("public.vals_bulk", &["--mode", "async"])]);
     let (local, remote) = (s.node("local"), s.node("remote"));
     let ids = AtomicI64::new(1);
-    let mut runner = TestRunner::new(Config {
-        cases: 12,
-        max_shrink_iters: 64,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = runner(12);
     runner
         .run(&prop::collection::vec(row(), 1..12), |rows| {
             let first = ids.fetch_add(rows.len() as i64, Ordering::SeqCst);
