@@ -8,7 +8,12 @@
 //! is its place in the history (writes run one at a time, so commit times follow it), and
 //! - last-write-wins: the newer version of a key wins;
 //! - node-priority: the version that has seen more writes of the key wins (a count per key, one
-//!   more than the writer's own version), then the node listed first, then the newer.
+//!   more than the writer's own version), then the node listed first, then the newer;
+//! - origin-wins: a delivered change always applies; where the target has a change of the same
+//!   key not yet sent to the origin, the two were concurrent and the target's is dropped;
+//! - target-wins: where the target has such a change, the target keeps its row and sends it to
+//!   the origin in their place, applied there without a check; otherwise the change applies
+//!   (checked for convergence only, see `Rule::modelled`).
 //!
 //! A failure prints its seed: `REPCTL_SEED=N cargo test --release --test convergence` runs
 //! that history again (`REPCTL_HISTORIES` sets how many histories each case runs).
@@ -45,8 +50,15 @@ impl Rule {
         a
     }
 
-    /// Whether the model says which rows every node holds (the other rules only converge).
+    /// Whether the model's rows are checked after every step. target-wins only converges: a batch
+    /// holding a resolution and a later change of the same key is decided as one change, where
+    /// the model takes them one at a time.
     fn modelled(self) -> bool {
+        self != Rule::TargetWins
+    }
+
+    /// Whether the rule compares versions (then the model's conflicts are changes that lose).
+    fn versioned(self) -> bool {
         matches!(self, Rule::LastWriteWins | Rule::NodePriority)
     }
 }
@@ -87,8 +99,9 @@ struct Version {
     count: u32,
 }
 
-/// One row change as it travels: the key, its new value (None: deleted), the version.
-type Change = (i32, Option<i32>, Version);
+/// One row change as it travels: the key, its new value (None: deleted), the version, and
+/// whether it is a target-wins resolution (applied without a check).
+type Change = (i32, Option<i32>, Version, bool);
 
 /// Per node: every key it has a version of, with its value (None: deleted).
 type State = BTreeMap<i32, (Option<i32>, Version)>;
@@ -150,7 +163,7 @@ impl Model {
                     count: seen + 1,
                 };
                 self.nodes[node].insert(k, (v, ver));
-                (k, v, ver)
+                (k, v, ver, false)
             })
             .collect();
         if group.is_empty() {
@@ -190,12 +203,34 @@ impl Model {
                 break;
             };
             done += group.len();
-            for (k, v, ver) in group {
-                match self.nodes[to].get(&k) {
-                    Some(&(_, here)) if !self.newer(ver, here) => self.lost[to] = true,
-                    _ => {
-                        self.nodes[to].insert(k, (v, ver));
+            for (k, v, ver, resolved) in group {
+                let back = self.queues.entry((to, from)).or_default();
+                let concurrent = back.iter().flatten().any(|c| c.0 == k);
+                let here = self.nodes[to].get(&k).copied();
+                let applies = match self.rule {
+                    _ if resolved => true,
+                    Rule::LastWriteWins | Rule::NodePriority => {
+                        here.is_none_or(|(_, here)| self.newer(ver, here))
                     }
+                    Rule::OriginWins => true,
+                    Rule::TargetWins => !concurrent,
+                };
+                if !applies {
+                    self.lost[to] = true;
+                }
+                if concurrent && !resolved && !self.rule.versioned() {
+                    let back = self.queues.get_mut(&(to, from)).unwrap();
+                    for g in back.iter_mut() {
+                        g.retain(|c| c.0 != k);
+                    }
+                    back.retain(|g| !g.is_empty());
+                    if self.rule == Rule::TargetWins {
+                        let (value, ver) = here.map_or((None, ver), |(v, ver)| (v, ver));
+                        back.push_back(vec![(k, value, ver, true)]);
+                    }
+                }
+                if applies {
+                    self.nodes[to].insert(k, (v, ver));
                 }
             }
         }
@@ -352,15 +387,17 @@ fn history(rule: Rule, names: &[&'static str], seed: u64, steps: usize) {
     if let Some((n, _)) = down {
         set_down(&s, names[n], false);
     }
-    // Until nothing is queued: target-wins sends rows back as it resolves.
-    for _ in 0..4 {
-        s.repctl_ok(&["drain"], 0);
-    }
-    for from in 0..names.len() {
-        for to in 0..names.len() {
-            if from != to {
-                let left = model.pending(from, to);
-                model.deliver(from, to, left);
+    // Until nothing is queued: target-wins sends rows back as it resolves. drain takes the pairs
+    // in the config's order, as the model does.
+    for _ in 0..3 {
+        let out = s.repctl_ok(&["drain"], 0);
+        log.push(format!("drain:\n{out}"));
+        for from in 0..names.len() {
+            for to in 0..names.len() {
+                if from != to {
+                    let left = model.pending(from, to);
+                    model.deliver(from, to, left);
+                }
             }
         }
     }
@@ -447,25 +484,22 @@ fn last_write_wins_on_three_nodes() {
 }
 
 #[test]
-#[ignore = "diverges: being fixed"]
 fn node_priority_on_two_nodes() {
     run(Rule::NodePriority, &["a", "b"]);
 }
 
 #[test]
-#[ignore = "diverges: being fixed"]
 fn node_priority_on_three_nodes() {
     run(Rule::NodePriority, &["a", "b", "c"]);
 }
 
 #[test]
-#[ignore = "diverges: being fixed"]
 fn origin_wins_on_two_nodes() {
     run(Rule::OriginWins, &["a", "b"]);
 }
 
 #[test]
-#[ignore = "diverges: being fixed"]
+#[ignore = "target-wins still diverges in some histories (a resolution crossing a later concurrent change); see the closing note"]
 fn target_wins_on_two_nodes() {
     run(Rule::TargetWins, &["a", "b"]);
 }

@@ -150,7 +150,7 @@ pub fn fetch_after(origin: &mut Client, peer: &str, size: i64, after: i64) -> Re
 }
 
 /// The fields in repctl.changes_json's order; each array gets one element per change.
-const FIELDS: [&str; 7] = ["s", "t", "op", "r", "o", "ts", "resolved"];
+const FIELDS: [&str; 8] = ["s", "t", "op", "r", "o", "ts", "resolved", "n"];
 
 /// `array` ready for its next element: opened, or a comma after the last.
 fn next(array: &mut String) -> &mut String {
@@ -175,7 +175,7 @@ fn object(fields: &[(&str, String)]) -> String {
 /// The read statement's rows of the `size` changes after `after`.
 fn query_after(origin: &mut Client, peer: &str, size: i64, after: i64) -> Result<Vec<Row>> {
     Ok(origin.query_typed(
-        "select seq, tbl, op, r, o, ts, resolved, settled from repctl.read_queue($1, $2, $3)",
+        "select seq, tbl, op, r, o, ts, resolved, n, settled from repctl.read_queue($1, $2, $3)",
         &[
             (&peer, Type::TEXT),
             (&after, Type::INT8),
@@ -189,10 +189,10 @@ fn build(rows: &[Row]) -> Result<Option<Batch>> {
     if rows.is_empty() {
         return Ok(None);
     }
-    let mut fields: [(&str, String); 7] =
+    let mut fields: [(&str, String); 8] =
         FIELDS.map(|name| (name, String::with_capacity(rows.len() * 16)));
     let mut seqs = Vec::with_capacity(rows.len());
-    let settled = rows[0].get::<_, bool>(7);
+    let settled = rows[0].get::<_, bool>(8);
     // A batch is mostly one table: its name is json-quoted once, not per change.
     let mut quoted: (&str, String) = ("", String::new());
     let [
@@ -203,6 +203,7 @@ fn build(rows: &[Row]) -> Result<Option<Batch>> {
         (_, o),
         (_, ts),
         (_, resolved),
+        (_, n),
     ] = &mut fields;
     for row in rows {
         let seq: i64 = row.get(0);
@@ -221,6 +222,10 @@ fn build(rows: &[Row]) -> Result<Option<Batch>> {
         } else {
             "false"
         });
+        match row.get::<_, Option<i32>>(7) {
+            Some(count) => _ = write!(next(n), "{count}"),
+            None => next(n).push_str("null"),
+        }
         seqs.push(seq);
     }
     Ok(Some(Batch {

@@ -49,6 +49,8 @@ create table if not exists repctl.version (
   ts timestamptz not null,
   primary key (tbl, k)
 );
+-- node-priority: how many writes of the row this version has seen, itself included.
+alter table repctl.version add column if not exists n integer not null default 0;
 
 -- The audit log: every conflict, with both versions, the rule and the winner.
 create table if not exists repctl.conflict (
@@ -80,6 +82,8 @@ create table if not exists repctl.queue (
 ) partition by list (peer);
 -- A resolution sent back by a target that kept its row (target-wins): applied without a conflict check.
 alter table repctl.queue add column if not exists resolved boolean not null default false;
+-- node-priority: the count of the version the change writes (repctl.version.n).
+alter table repctl.queue add column if not exists n integer;
 
 -- The last drain batch applied here per origin, so a drain cut off after the peer's commit can
 -- tell which of the origin's queued changes are already applied.
@@ -222,13 +226,14 @@ drop function if exists repctl.change_json(repctl.queue);
 -- (src/apply/drain.rs). The snapshot does not list transactions that took their id after the last
 -- one to finish; an id taken now, after the snapshot, is its lowest running one only when there
 -- were none.
+drop function if exists repctl.read_queue(text, bigint, bigint);
 create or replace function repctl.read_queue(p_peer text, p_after bigint, p_limit bigint)
-returns table (seq bigint, tbl text, op text, r text, o text, ts text, resolved boolean, settled boolean)
+returns table (seq bigint, tbl text, op text, r text, o text, ts text, resolved boolean, n integer, settled boolean)
 language sql volatile
 set search_path = pg_catalog, pg_temp
 set enable_seqscan = off set enable_bitmapscan = off set enable_sort = off
 as $fn$
-  select q.seq, q.tbl, q.op::text, q.r::text, q.o::text, to_json(q.ts)::text, q.resolved,
+  select q.seq, q.tbl, q.op::text, q.r::text, q.o::text, to_json(q.ts)::text, q.resolved, q.n,
          (select pg_snapshot_xmin(pg_current_snapshot()) = pg_current_xact_id())
     from repctl.queue as q
    where q.peer = p_peer and q.seq > p_after
@@ -260,7 +265,8 @@ begin
   if not found then
     return;
   end if;
-  if v_first.op <> 'I' then
+  -- node-priority's changes carry counts, which only row images hold.
+  if v_first.op <> 'I' or v_first.n is not null then
     return query select array[v_first.seq], null::text, null::text[], null::text[], null::boolean;
     return;
   end if;
@@ -286,7 +292,7 @@ language sql immutable strict set search_path = pg_catalog as $fn$
   select json_build_object('s', json_agg(q.seq order by q.ordinality), 't', json_agg(q.tbl order by q.ordinality),
                            'op', json_agg(q.op order by q.ordinality), 'r', json_agg(q.r order by q.ordinality),
                            'o', json_agg(q.o order by q.ordinality), 'ts', json_agg(q.ts order by q.ordinality),
-                           'resolved', json_agg(q.resolved order by q.ordinality))
+                           'resolved', json_agg(q.resolved order by q.ordinality), 'n', json_agg(q.n order by q.ordinality))
     from unnest(p_changes) with ordinality as q
 $fn$;
 
@@ -503,6 +509,12 @@ begin
                                      format('$[%s to %s]', v_segment.lo - 1, v_segment.hi - 1)::jsonpath))
                               from jsonb_each(p_changes) as f) end;
     if p_values is not null then
+      if v_table.conflict in ('origin-wins', 'target-wins')
+         and exists (select from repctl.queue q where q.peer = p_origin and q.tbl = v_segment.tbl) then
+        raise exception 'repctl: node % has changes of % queued for node %, which may be concurrent with its inserts',
+          v_node, v_segment.tbl, p_origin
+          using hint = 'sent again as row images, which compare them';
+      end if;
       -- Column arrays are inserts with nothing to decide (a key this node has fails them whole):
       -- nothing to log, supersede or send back, only the versions that the apply function of a
       -- table whose rule compares them returns. A statement of its own, planned in a fraction of
@@ -528,12 +540,22 @@ begin
     else
       v_versions := null;
       if v_table.conflict in ('last-write-wins', 'node-priority') then
-        select jsonb_agg(jsonb_build_object('k', v.k, 'origin', v.origin, 'ts', v.ts)) into v_versions
+        select jsonb_agg(jsonb_build_object('k', v.k, 'origin', v.origin, 'ts', v.ts, 'n', v.n)) into v_versions
           from repctl.version v
          where v.tbl = v_segment.tbl
            and v.k in (select (case when c.op = 'D' then c.o else c.r end) - v_table.nonkey
                          from rows from (jsonb_array_elements_text(v_changes -> 'op'), jsonb_array_elements(v_changes -> 'r'),
                                          jsonb_array_elements(v_changes -> 'o')) as c(op, r, o));
+      elsif v_table.conflict in ('origin-wins', 'target-wins') and not v_segment.trunc then
+        -- The batch's keys this node has changes of queued for the origin: a change of such a key
+        -- is concurrent with this node's, even where the values coincide.
+        select jsonb_agg(distinct coalesce(q.r, q.o) - v_table.nonkey) into v_versions
+          from repctl.queue q
+         where q.peer = p_origin and q.tbl = v_segment.tbl
+           and coalesce(q.r, q.o) - v_table.nonkey
+               in (select (case when c.op = 'D' then c.o else c.r end) - v_table.nonkey
+                     from rows from (jsonb_array_elements_text(v_changes -> 'op'), jsonb_array_elements(v_changes -> 'r'),
+                                     jsonb_array_elements(v_changes -> 'o')) as c(op, r, o));
       end if;
       -- The table's apply decides and writes the table (as its owner); what it decided is recorded
       -- here: the audit log, versions, and this node's own changes superseded or sent back.
@@ -545,16 +567,16 @@ begin
             from res where res.kind is not null and $6 <> 'error'),
         superseded as (
           delete from repctl.queue q using res
-           where $6 in ('origin-wins', 'target-wins') and res.kind is not null and res.kind <> 'delete_missing'
+           where $6 in ('origin-wins', 'target-wins') and res.kind is not null
              and q.peer = $3 and q.tbl = $5 and coalesce(q.r, q.o) - $8 = res.k),
         resent as (
           insert into repctl.queue (peer, tbl, op, r, o, resolved)
           select $3, $5, case when res.local_row is null then 'D' else 'U' end, res.local_row, coalesce(res.local_row, res.k), true
             from res where $6 = 'target-wins' and res.kind is not null and res.kind <> 'delete_missing' and not res.wins),
         versions as (
-          insert into repctl.version as v (tbl, k, origin, ts)
-          select $5, res.k, $3, res.ts from res where res.wins and $6 in ('last-write-wins', 'node-priority')
-          on conflict (tbl, k) do update set origin = excluded.origin, ts = excluded.ts)
+          insert into repctl.version as v (tbl, k, origin, ts, n)
+          select $5, res.k, $3, res.ts, coalesce(res.n, 0) from res where res.wins and $6 in ('last-write-wins', 'node-priority')
+          on conflict (tbl, k) do update set origin = excluded.origin, ts = excluded.ts, n = excluded.n)
         select res.kind, res.k, res.local_row, res.before_row, res.remote_row from res
          where $6 = 'error' and res.kind is not null and res.kind <> 'delete_missing' limit 1$q$, v_table.apply_fn)
         into v_conflict

@@ -33,17 +33,26 @@
 {% if conflict_column %}case when {{ c | qi }}.op = 'D' then {{ c | qi }}.ts::timestamptz
                 else coalesce(({{ c | qi }}.r ->> {{ conflict_column | ql }})::timestamptz, {{ c | qi }}.ts::timestamptz) end{% else %}{{ c | qi }}.ts::timestamptz{% endif %}
 {%- endmacro -%}
+{#- The conflict a change of the key makes when this node changed the key too, by the change's shape. -#}
+{%- macro shape_kind(alias) -%}
+case when {{ alias | qi }}.first_op = 'I' then 'insert_exists'
+           when {{ alias | qi }}.cur is null then case when {{ alias | qi }}.first_op = 'U' then 'update_missing' else 'delete_missing' end
+           when {{ alias | qi }}.first_op = 'U' then 'update_differs' else 'delete_differs' end
+{%- endmacro -%}
 {%- macro image(alias, of) -%}
 jsonb_object(array[{% for c in of %}{{ c.name | ql }}{% if not loop.last %}, {% endif %}{% endfor %}], array[{% for c in of %}{{ alias | qi }}.{{ c.name | qi }}::text{% if not loop.last %}, {% endif %}{% endfor %}])
 {%- endmacro -%}
 -- Apply for {{ name | ql }} on node {{ node | ql }} (conflicts: {{ conflict | ql }}). It runs with the
 -- rights of the table's owner, so the table's triggers, defaults and checks never run as repctl's
 -- (superuser) role; it touches nothing of repctl's: the current versions of the batch's keys come
--- in p_versions, and its conflict decisions go back to repctl.apply, which records them.
+-- in p_versions (for the rules without versions, the keys this node has changes of queued for the
+-- origin), and its conflict decisions go back to repctl.apply, which records them.
 drop function if exists repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb);
+-- Its result gained the version's count (n): a new result type is a new function.
+drop function if exists repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb, text[], text[]);
 create or replace function repctl.{{ apply_fn | qi }}(p_changes jsonb, p_truncate boolean, p_origin text, p_versions jsonb,
                                                       p_columns text[], p_values text[])
-returns table (k jsonb, kind text, local_row jsonb, before_row jsonb, remote_row jsonb, wins boolean, ts timestamptz)
+returns table (k jsonb, kind text, local_row jsonb, before_row jsonb, remote_row jsonb, wins boolean, ts timestamptz, n integer)
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 {% include "table/text_settings.sql" %}
@@ -84,7 +93,7 @@ begin
         from v
     )
     select {{ image("v", key_column_types) }}, null::text, null::jsonb, null::jsonb, {{ image("v", columns) }},
-           true, {% if conflict_column %}coalesce(v.{{ conflict_column | qi }}::timestamptz, v.{{ ts_alias | qi }}::timestamptz){% else %}v.{{ ts_alias | qi }}::timestamptz{% endif %}
+           true, {% if conflict_column %}coalesce(v.{{ conflict_column | qi }}::timestamptz, v.{{ ts_alias | qi }}::timestamptz){% else %}v.{{ ts_alias | qi }}::timestamptz{% endif %}, null::integer
       from v;
 {% else %}
     {{ insert_values("v") }}
@@ -92,12 +101,12 @@ begin
 {% endif %}
     return;
   end if;
-  if (p_changes -> 'op') <@ '["I"]'{% if versioned %} and p_versions is null{% endif %} then
+  if (p_changes -> 'op') <@ '["I"]' and p_versions is null then
     -- Only inserts (a bulk load, the common backlog): tried as one plain insert, which is all
     -- applying them takes when the keys are new here. A key this node has, or one inserted twice
     -- in the batch, fails it with nothing written, and the batch takes the path below, which
-    -- compares and decides. So does a key with a version here (a newer delete of it must win),
-    -- which p_versions lists, for a table whose rule compares versions.
+    -- compares and decides. So does a key p_versions lists: one with a version here (a newer
+    -- delete of it must win), or with a change queued here for the origin (a concurrent one).
     begin
       {{ insert_rows("e", "r") }}
         from jsonb_array_elements(p_changes -> 'r') as e(r);
@@ -108,22 +117,25 @@ begin
     if v_inserted then
 {% if versioned %}
       return query
-      select e.r - {{ non_key_columns | ql }}::text[], null::text, null::jsonb, null::jsonb, e.r, true, {{ version_ts("e") }}
+      select e.r - {{ non_key_columns | ql }}::text[], null::text, null::jsonb, null::jsonb, e.r, true, {{ version_ts("e") }},
+             e.n::integer
         from rows from (jsonb_array_elements_text(p_changes -> 'op'), jsonb_array_elements(p_changes -> 'r'),
-                        jsonb_array_elements_text(p_changes -> 'ts')) as e(op, r, ts);
+                        jsonb_array_elements_text(p_changes -> 'ts'), jsonb_array_elements_text(p_changes -> 'n'))
+             as e(op, r, ts, n);
 {% endif %}
       return;
     end if;
   end if;
   return query
   with ev as (
-    select c.s::bigint as s, c.op, c.r, c.o, c.resolved::boolean as resolved,
+    select c.s::bigint as s, c.op, c.r, c.o, c.resolved::boolean as resolved, c.n::integer as n,
            {{ version_ts("c") }} as ts,
            case when c.op = 'D' then c.o else c.r end - {{ non_key_columns | ql }}::text[] as k
       from rows from (jsonb_array_elements_text(p_changes -> 's'), jsonb_array_elements_text(p_changes -> 'op'),
                       jsonb_array_elements(p_changes -> 'r'), jsonb_array_elements(p_changes -> 'o'),
-                      jsonb_array_elements_text(p_changes -> 'ts'), jsonb_array_elements_text(p_changes -> 'resolved'))
-           as c(s, op, r, o, ts, resolved)
+                      jsonb_array_elements_text(p_changes -> 'ts'), jsonb_array_elements_text(p_changes -> 'resolved'),
+                      jsonb_array_elements_text(p_changes -> 'n'))
+           as c(s, op, r, o, ts, resolved, n)
   ), repeated as (
     -- Whether any key has more than one change, found by hashing: the sort below is for those
     -- batches only.
@@ -131,22 +143,30 @@ begin
   ), batch as (
     -- Per key: what the origin started from (first change) and where it ended (last change). Each
     -- branch runs only when its one-time condition holds.
-    select ev.k, ev.op as first_op, ev.o as first_o, ev.op = 'D' as del, ev.r as img, ev.ts, ev.resolved
+    select ev.k, ev.op as first_op, ev.o as first_o, ev.op = 'D' as del, ev.r as img, ev.ts, ev.n, ev.resolved
       from ev
      where not (select r.found from repeated as r)
     union all
-    select w.k, w.first_op, w.first_o, w.op = 'D' as del, w.r as img, w.ts, w.any_resolved as resolved
+    -- A resolution decides the key only as its last change: a later change of the origin's may
+    -- still be concurrent with one queued here.
+    select w.k, w.first_op, w.first_o, w.op = 'D' as del, w.r as img, w.ts, w.n, w.resolved
       from (select ev.*, first_value(ev.op) over k as first_op, first_value(ev.o) over k as first_o,
-                   bool_or(ev.resolved) over k as any_resolved, row_number() over k as pos, count(*) over k as n
+                   row_number() over k as pos, count(*) over k as changes
               from ev window k as (partition by ev.k order by ev.s rows between unbounded preceding and unbounded following)) as w
-     where w.pos = w.n and (select r.found from repeated as r)
+     where w.pos = w.changes and (select r.found from repeated as r)
   ), here as materialized (
     -- Materialized: the judgement below reads cur several times, one index probe per key is enough.
-    select b.*, (select {{ image("t", columns) }} from {{ table }} as t where ({{ keys("t") }}) = ({{ typed_key("b") }})) as cur
+    select b.*, (select {{ image("t", columns) }} from {{ table }} as t where ({{ keys("t") }}) = ({{ typed_key("b") }})) as cur{% if not versioned %},
+           coalesce(p_versions @> jsonb_build_array(b.k), false) as pending{% endif %}
       from batch as b
   ), judged as (
     select h.*, case
         when h.resolved then null
+{% if conflict in ["origin-wins", "target-wins"] %}
+        -- This node has a change of the key queued for the origin: the two were concurrent,
+        -- whatever the values.
+        when h.pending then {{ shape_kind("h") }}
+{% endif %}
         when h.first_op = 'I' then case when h.cur is not null and h.cur is distinct from h.img then 'insert_exists' end
         when h.cur is null then case when h.first_op = 'U' then 'update_missing' else 'delete_missing' end
         when h.cur is distinct from h.first_o and h.cur is distinct from h.img then
@@ -155,7 +175,7 @@ begin
       from here as h
   ), decided as (
     select j.*, {% if versioned %}v.ts = j.ts and v.origin = p_origin as replayed, {% endif %}case
-{% if conflict == "last-write-wins" %}
+{% if versioned %}
         -- Versions decide every change, whatever the values: a change whose image happens to
         -- equal this node's row must not stamp its older version over the newer one. No version
         -- here (a row from before add-table, or a key never written): nothing to compare.
@@ -172,7 +192,11 @@ begin
         else false
 {% else %}
 {% if conflict == "node-priority" %}
-        -- The origin listed first wins; the same node, or both unlisted: the newer version.
+        -- The version that has seen more writes of the row wins: a change made after this node's
+        -- version reached its origin always has (so a node listed later can change a row the
+        -- first one wrote). Of two that have seen as many, concurrent, the origin listed first
+        -- wins; the same node, or both unlisted: the newer version.
+        when coalesce(j.n, 0) <> v.n then coalesce(j.n, 0) > v.n
         when coalesce(array_position({{ node_priority | ql }}::text[], p_origin), 2147483647)
              <> coalesce(array_position({{ node_priority | ql }}::text[], coalesce(v.origin, {{ node | ql }})), 2147483647)
           then coalesce(array_position({{ node_priority | ql }}::text[], p_origin), 2147483647)
@@ -185,7 +209,7 @@ begin
       end as wins
       from judged as j
 {% if versioned %}
-      left join (select p.k, p.origin, p.ts from jsonb_to_recordset(p_versions) as p(k jsonb, origin text, ts timestamptz)) as v
+      left join (select p.k, p.origin, p.ts, p.n from jsonb_to_recordset(p_versions) as p(k jsonb, origin text, ts timestamptz, n integer)) as v
         on v.k = j.k
 {% endif %}
   ), deleted as (
@@ -211,14 +235,11 @@ begin
   -- A change that loses to this node's version was concurrent with it, even where the images
   -- alone show no difference: a conflict of the kind its shape gives. One applied here already
   -- (a replay) is none.
-  select d.k, case when d.replayed then null else coalesce(d.conflict, case when not d.wins then case
-           when d.first_op = 'I' then 'insert_exists'
-           when d.cur is null then case when d.first_op = 'U' then 'update_missing' else 'delete_missing' end
-           when d.first_op = 'U' then 'update_differs' else 'delete_differs' end end) end,
-         d.cur, d.first_o, case when d.del then null else d.img end, d.wins, d.ts
+  select d.k, case when d.replayed then null else coalesce(d.conflict, case when not d.wins then {{ shape_kind("d") }} end) end,
+         d.cur, d.first_o, case when d.del then null else d.img end, d.wins, d.ts, d.n
     from decided as d;
 {% else %}
-  select d.k, d.conflict, d.cur, d.first_o, case when d.del then null else d.img end, d.wins, d.ts
+  select d.k, d.conflict, d.cur, d.first_o, case when d.del then null else d.img end, d.wins, d.ts, null::integer
     from decided as d
    where d.conflict is not null;
 {% endif %}

@@ -12,13 +12,24 @@ row({% for c in key_columns %}{{ alias | qi }}.{{ c | qi }}{% if not loop.last %
 {%- endmacro -%}
 {%- macro track_close() -%}
 {% if versioned %}
-    returning peer, op, r, o, ts)
-  insert into repctl.version as v (tbl, k, origin, ts)
+    returning peer, op, r, o, ts, n)
+  insert into repctl.version as v (tbl, k, origin, ts, n)
   select {{ name | ql }}, coalesce(q.r, q.o) - {{ non_key_columns | ql }}::text[], {{ node | ql }},
-         {% if conflict_column %}case when q.op = 'D' then q.ts else coalesce((q.r ->> {{ conflict_column | ql }})::timestamptz, q.ts) end{% else %}q.ts{% endif +%}
+         {% if conflict_column %}case when q.op = 'D' then q.ts else coalesce((q.r ->> {{ conflict_column | ql }})::timestamptz, q.ts) end{% else %}q.ts{% endif %}, coalesce(q.n, 0)
     from q where q.peer = (select min(name) from repctl.peer)
-  on conflict (tbl, k) do update set origin = excluded.origin, ts = excluded.ts
+  on conflict (tbl, k) do update set origin = excluded.origin, ts = excluded.ts, n = excluded.n
 {% endif %}
+{%- endmacro -%}
+{#- node-priority: the count of the version a change writes, one more than the key's here. -#}
+{%- macro count_column() -%}
+{% if conflict == "node-priority" %}, n{% endif %}
+{%- endmacro -%}
+{#- The image is the first non-null of `column` of `aliases`. -#}
+{%- macro count_of(aliases, column) -%}
+{% if conflict == "node-priority" %},
+           (select coalesce(max(v.n), 0) + 1 from repctl.version as v
+             where v.tbl = {{ name | ql }}
+               and v.k = coalesce({% for a in aliases %}{{ a | qi }}.{{ column | qi }}{% if not loop.last %}, {% endif %}{% endfor %}) - {{ non_key_columns | ql }}::text[]){% endif %}
 {%- endmacro -%}
 {%- macro filtered(rows) -%}
 {% if where %}(select * from {{ rows | qi }} where ({{ where }})){% else %}{{ rows | qi }}{% endif %}
@@ -43,40 +54,36 @@ begin
   end if;
 {% endif %}
   if tg_op = 'INSERT' then
-    {{ track_open() }}insert into repctl.queue (peer, tbl, op, r)
-    select p.name, {{ name | ql }}, 'I', c.r
+    {{ track_open() }}insert into repctl.queue (peer, tbl, op, r{{ count_column() }})
+    select p.name, {{ name | ql }}, 'I', c.r{{ count_of(["c"], "r") }}
       from (select {{ image("n") }} as r from {{ filtered("new_rows") }} n) c
      cross join repctl.peer p
 {{ track_close() }};
   elsif tg_op = 'UPDATE' then
     -- Old and new rows pair up by key; a changed key is a delete of the old key and an insert of the new.
-    {{ track_open() }}insert into repctl.queue (peer, tbl, op, r, o)
+    {{ track_open() }}insert into repctl.queue (peer, tbl, op, r, o{{ count_column() }})
     select p.name, {{ name | ql }},
-           case when o.r is null then 'I' when n.r is null then 'D' else 'U' end, n.r, o.r
+           case when o.r is null then 'I' when n.r is null then 'D' else 'U' end, n.r, o.r{{ count_of(["n", "o"], "r") }}
       from (select {{ key("n") }} as k, {{ image("n") }} as r from {{ filtered("new_rows") }} n) n
       full join (select {{ key("o") }} as k, {{ image("o") }} as r from {{ filtered("old_rows") }} o) o on n.k = o.k
      cross join repctl.peer p
      where n.r is distinct from o.r
 {{ track_close() }};
   elsif tg_op = 'DELETE' then
-    {{ track_open() }}insert into repctl.queue (peer, tbl, op, o)
-    select p.name, {{ name | ql }}, 'D', c.o
+    {{ track_open() }}insert into repctl.queue (peer, tbl, op, o{{ count_column() }})
+    select p.name, {{ name | ql }}, 'D', c.o{{ count_of(["c"], "o") }}
       from (select {{ image("o") }} as o from {{ filtered("old_rows") }} o) c
      cross join repctl.peer p
 {{ track_close() }};
   else
-{% if versioned %}
-    -- Before the truncate, as a delete of every row: each then loses to a newer version of its
-    -- key elsewhere, as any delete does, where a truncate on arrival would remove those too.
-    {{ track_open() }}insert into repctl.queue (peer, tbl, op, o)
-    select p.name, {{ name | ql }}, 'D', c.o
+    -- Before the truncate, as a delete of every row: each is then decided like any delete (it
+    -- loses to a newer version of its key elsewhere, a change of the key queued on a peer
+    -- supersedes it), where a truncate on arrival would also remove rows written there since.
+    {{ track_open() }}insert into repctl.queue (peer, tbl, op, o{{ count_column() }})
+    select p.name, {{ name | ql }}, 'D', c.o{{ count_of(["c"], "o") }}
       from (select {{ image("o") }} as o from {% if where %}(select * from {{ table }} where ({{ where }})){% else %}{{ table }}{% endif %} o) c
      cross join repctl.peer p
 {{ track_close() }};
-{% else %}
-    insert into repctl.queue (peer, tbl, op)
-    select p.name, {{ name | ql }}, 'T' from repctl.peer p;
-{% endif %}
   end if;
 {% if mode == "async" %}
   -- Wakes `repctl run` at commit (notifications of one transaction are folded into one).
@@ -99,5 +106,5 @@ drop trigger if exists repctl_capture_delete on {{ table }};
 create trigger repctl_capture_delete after delete on {{ table }}
   referencing old table as old_rows for each statement execute function repctl.{{ capture_fn | qi }}();
 drop trigger if exists repctl_capture_truncate on {{ table }};
-create trigger repctl_capture_truncate {% if versioned %}before{% else %}after{% endif %} truncate on {{ table }}
+create trigger repctl_capture_truncate before truncate on {{ table }}
   for each statement execute function repctl.{{ capture_fn | qi }}();
