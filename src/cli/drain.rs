@@ -103,9 +103,9 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     if args.json {
         print_json(&reports)?;
     } else {
-        let mut t = table(&["pair", "delivered", "left", "seconds", "rows/s", "error"]);
+        let mut t = table(["pair", "delivered", "left", "seconds", "rows/s", "error"]);
         for r in &reports {
-            t.add_row(vec![
+            t.row([
                 format!("{} -> {}", r.from, r.to),
                 r.delivered.to_string(),
                 if r.left < 0 {

@@ -36,16 +36,17 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         if args.json {
             print_json(&pairs)?;
         } else {
-            let mut t = table(&[
+            let mut t = table([
                 "from",
                 "to",
                 "pending",
                 "oldest pending (s)",
                 "last delivery",
                 "delivered",
+                "conflicts",
             ]);
             for p in &pairs {
-                t.add_row(vec![
+                t.row([
                     p.from.clone(),
                     p.to.clone(),
                     p.pending.to_string(),
