@@ -107,6 +107,31 @@ fn peer_cluster_stopped_and_started() {
         s.repctl_ok(&["drain", "--to", "remote"], 1)
             .contains("unreachable")
     );
+    // lag says what the reachable origin's queue holds for the down peer, and marks the peer.
+    let pairs: Vec<Value> = serde_json::from_str(&s.repctl_ok(&["lag", "--json"], 1)).unwrap();
+    let pair = |from: &str| {
+        pairs
+            .iter()
+            .find(|p| p["from"] == from)
+            .unwrap_or_else(|| panic!("pair from {from} in {pairs:?}"))
+    };
+    let (to_down, from_down) = (pair("local"), pair("remote"));
+    assert_eq!(to_down["pending"], 700, "{pairs:?}");
+    assert!(to_down["conflicts"].is_null(), "recorded on the down peer");
+    assert_eq!(to_down["unreachable"], serde_json::json!(["remote"]));
+    assert_eq!(from_down["to"], "local");
+    assert!(from_down["pending"].is_null() && from_down["delivered_total"].is_null());
+    assert_eq!(from_down["conflicts"], 0, "recorded on the reachable peer");
+    assert_eq!(from_down["unreachable"], serde_json::json!(["remote"]));
+    let table = s.repctl_ok(&["lag"], 1);
+    assert!(
+        table.contains("node remote is down") && table.contains("cannot connect"),
+        "{table}"
+    );
+    assert!(
+        table.lines().any(|l| l.contains("local") && l.contains("remote") && l.contains("700")),
+        "{table}"
+    );
     s.node("remote").cluster_mut(|c| c.start_again()).unwrap();
     assert_eq!(pending(&s, "local", "remote"), 500 + 100 + 100);
     s.repctl_ok(&["drain"], 0);
