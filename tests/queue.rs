@@ -138,6 +138,38 @@ fn peer_cluster_stopped_and_started() {
     s.assert_converged(&TABLES);
 }
 
+/// A peer that refuses connections is reported with the server's reason, not only as unreachable.
+#[test]
+fn a_refused_login_is_reported_with_the_servers_reason() {
+    let s = Setup::pair(Layout::TwoClusters);
+    s.replicate_new_table("t", "id int primary key", &["--mode", "async"]);
+    s.node("local").exec("insert into t values (1)");
+    let remote = s.node("remote");
+    let allow = |on: bool| {
+        remote
+            .with_cluster(|c| {
+                c.execute_admin(
+                    "postgres",
+                    &format!("alter database {} allow_connections {on}", remote.db),
+                )
+            })
+            .unwrap()
+    };
+    allow(false);
+    let report: Vec<Value> = serde_json::from_str(&s.repctl_ok(&["drain", "--json"], 1)).unwrap();
+    allow(true);
+    for r in &report {
+        let error = r["error"].as_str().expect("both pairs failed");
+        assert!(
+            error.starts_with("unreachable: node remote: cannot connect")
+                && error.contains("is not currently accepting connections"),
+            "{error}"
+        );
+    }
+    s.repctl_ok(&["drain"], 0);
+    assert_eq!(remote.count("select count(*) from t"), 1);
+}
+
 /// `--on-peer-failure error`: the local write fails when the peer cannot take it.
 #[test]
 fn on_peer_failure_error_fails_the_write() {

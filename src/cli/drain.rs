@@ -1,10 +1,9 @@
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::output::{or_dash, print_json, table};
+use super::output::{connect_reachable, or_dash, print_json, table};
 use crate::apply::drain::{self, PairReport, Progress};
 use crate::config::Config;
-use crate::db;
 
 /// Deliver queued changes to peers, oldest first, in batches (each batch one transaction on the peer).
 #[derive(Debug, clap::Args)]
@@ -61,10 +60,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         anyhow::bail!("--limit must be >= 0 and --batch-size >= 1");
     }
     let mut reports: Vec<PairReport> = Vec::new();
-    let mut clients = Vec::new();
-    for node in &config.nodes {
-        clients.push((node.name.clone(), db::connect(node).ok()));
-    }
+    let (mut clients, unreachable) = connect_reachable(config);
     for i in 0..clients.len() {
         for j in 0..clients.len() {
             let (from, to) = (clients[i].0.clone(), clients[j].0.clone());
@@ -88,12 +84,13 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
                     )
                     .unwrap_or_else(|e| failed(&from, &to, format!("{e:#}")))
                 }
+                // The cause names the node: a refused login says why, in the server's words.
                 None => failed(
                     &from,
                     &to,
                     format!(
-                        "node {} unreachable",
-                        if clients[i].1.is_none() { &from } else { &to }
+                        "unreachable: {}",
+                        unreachable[if clients[i].1.is_none() { &from } else { &to }]
                     ),
                 ),
             };
