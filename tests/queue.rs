@@ -129,7 +129,9 @@ fn peer_cluster_stopped_and_started() {
         "{table}"
     );
     assert!(
-        table.lines().any(|l| l.contains("local") && l.contains("remote") && l.contains("700")),
+        table
+            .lines()
+            .any(|l| l.contains("local") && l.contains("remote") && l.contains("700")),
         "{table}"
     );
     s.node("remote").cluster_mut(|c| c.start_again()).unwrap();

@@ -63,19 +63,25 @@ pub fn lag(config: &Config, clients: &mut [(String, Option<Client>)]) -> Result<
         match client {
             Some(c) => pairs.extend(node_lag(c, node)?),
             // Its peers are the other nodes of the config, as init installed them.
-            None => pairs.extend(config.nodes.iter().filter(|p| &p.name != node).map(|p| {
-                PairLag {
-                    from: node.clone(),
-                    to: p.name.clone(),
-                    pending: None,
-                    oldest_pending_age_s: None,
-                    last_delivery: None,
-                    delivered_total: None,
-                    conflicts: None,
-                    unreachable: vec![],
-                    last_delivery_epoch: None,
-                }
-            })),
+            None => {
+                pairs.extend(
+                    config
+                        .nodes
+                        .iter()
+                        .filter(|p| &p.name != node)
+                        .map(|p| PairLag {
+                            from: node.clone(),
+                            to: p.name.clone(),
+                            pending: None,
+                            oldest_pending_age_s: None,
+                            last_delivery: None,
+                            delivered_total: None,
+                            conflicts: None,
+                            unreachable: vec![],
+                            last_delivery_epoch: None,
+                        }),
+                )
+            }
         }
     }
     for (node, client) in clients.iter_mut() {
