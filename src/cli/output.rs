@@ -62,8 +62,8 @@ pub fn connect_reachable(config: &Config) -> Reachable {
     (clients, errors)
 }
 
-/// A dry run prints the scripts; otherwise they run (all nodes or none) and each node that ran
-/// one gets a line saying what it now does.
+/// A dry run prints the scripts; otherwise they run (see `install::run_scripts`) and each node
+/// that ran one gets a line saying what it now does.
 pub fn install_or_print(
     clients: &mut [(String, Client)],
     scripts: &[crate::install::Script],
