@@ -55,4 +55,6 @@ values
 {% endfor %}
 on conflict ({% for k in key %}{{ k.name | qi }}{% if not loop.last %}, {% endif %}{% endfor %}) do nothing
 returning {{ keyjson("t") }};
+{% else %}
+{{ raise("ops/repair.sql has no query " ~ query) }}
 {% endif %}
