@@ -451,6 +451,7 @@ declare
   v_nonkey text[];
   v_versions jsonb;
   v_conflict record;
+  v_unstamped bigint;
   v_count integer := 0;
   -- A batch of one table without truncates, the common case, is one segment: two containment
   -- tests (every table name equals the first, no op is "T") tell, ~0.1 ms for 5,000 changes
@@ -507,12 +508,23 @@ begin
       -- table whose rule compares them returns. A statement of its own, planned in a fraction of
       -- the time of the one below (EXECUTE plans on every call). No condition on the rule here: a
       -- constant false one would have the planner skip the call, and the insert with it.
+      -- A key new to the table may still have a version here (deleted here later than the
+      -- insert, say): the versions must decide it, so the batch fails and comes again as row images.
       execute format($q$
-        insert into repctl.version as v (tbl, k, origin, ts)
-        select $1, res.k, $2, res.ts from repctl.%I($3, false, $2, null, $4, $5) as res
-         where res.wins
-        on conflict (tbl, k) do update set origin = excluded.origin, ts = excluded.ts$q$, v_table.apply_fn)
+        with res as materialized (select * from repctl.%I($3, false, $2, null, $4, $5) as res where res.wins),
+        stamped as (
+          insert into repctl.version as v (tbl, k, origin, ts)
+          select $1, res.k, $2, res.ts from res
+          on conflict (tbl, k) do nothing
+          returning 1)
+        select (select count(*) from res) - (select count(*) from stamped)$q$, v_table.apply_fn)
+        into v_unstamped
         using v_segment.tbl, p_origin, v_changes, p_columns, p_values;
+      if v_unstamped > 0 then
+        raise exception 'repctl: % of the inserts into % from node % have a version on node % already',
+          v_unstamped, v_segment.tbl, p_origin, v_node
+          using errcode = 'unique_violation', hint = 'sent again as row images, which compare the versions';
+      end if;
     else
       v_versions := null;
       if v_table.conflict in ('last-write-wins', 'node-priority') then

@@ -92,11 +92,12 @@ begin
 {% endif %}
     return;
   end if;
-  if (p_changes -> 'op') <@ '["I"]' then
+  if (p_changes -> 'op') <@ '["I"]'{% if versioned %} and p_versions is null{% endif %} then
     -- Only inserts (a bulk load, the common backlog): tried as one plain insert, which is all
     -- applying them takes when the keys are new here. A key this node has, or one inserted twice
     -- in the batch, fails it with nothing written, and the batch takes the path below, which
-    -- compares and decides.
+    -- compares and decides. So does a key with a version here (a newer delete of it must win),
+    -- which p_versions lists, for a table whose rule compares versions.
     begin
       {{ insert_rows("e", "r") }}
         from jsonb_array_elements(p_changes -> 'r') as e(r);
@@ -153,8 +154,15 @@ begin
       end as conflict
       from here as h
   ), decided as (
-    select j.*, case
+    select j.*, {% if versioned %}v.ts = j.ts and v.origin = p_origin as replayed, {% endif %}case
+{% if conflict == "last-write-wins" %}
+        -- Versions decide every change, whatever the values: a change whose image happens to
+        -- equal this node's row must not stamp its older version over the newer one. No version
+        -- here (a row from before add-table, or a key never written): nothing to compare.
+        when v.ts is null then true
+{% else %}
         when j.conflict is null or j.conflict = 'delete_missing' then true
+{% endif %}
 {% if conflict == "error" %}
         -- Not applied; repctl.apply sees the conflict and fails the whole batch.
         else false
@@ -199,9 +207,21 @@ begin
   on conflict ({{ keys("") }}) do nothing
 {% endif %}
   )
+{% if versioned %}
+  -- A change that loses to this node's version was concurrent with it, even where the images
+  -- alone show no difference: a conflict of the kind its shape gives. One applied here already
+  -- (a replay) is none.
+  select d.k, case when d.replayed then null else coalesce(d.conflict, case when not d.wins then case
+           when d.first_op = 'I' then 'insert_exists'
+           when d.cur is null then case when d.first_op = 'U' then 'update_missing' else 'delete_missing' end
+           when d.first_op = 'U' then 'update_differs' else 'delete_differs' end end) end,
+         d.cur, d.first_o, case when d.del then null else d.img end, d.wins, d.ts
+    from decided as d;
+{% else %}
   select d.k, d.conflict, d.cur, d.first_o, case when d.del then null else d.img end, d.wins, d.ts
     from decided as d
-   where d.conflict is not null{% if versioned %} or d.wins{% endif %};
+   where d.conflict is not null;
+{% endif %}
 end
 $fn$;
 revoke all on function repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb, text[], text[]) from public;

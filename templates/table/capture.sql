@@ -65,8 +65,18 @@ begin
      cross join repctl.peer p
 {{ track_close() }};
   else
+{% if versioned %}
+    -- Before the truncate, as a delete of every row: each then loses to a newer version of its
+    -- key elsewhere, as any delete does, where a truncate on arrival would remove those too.
+    {{ track_open() }}insert into repctl.queue (peer, tbl, op, o)
+    select p.name, {{ name | ql }}, 'D', c.o
+      from (select {{ image("o") }} as o from {% if where %}(select * from {{ table }} where ({{ where }})){% else %}{{ table }}{% endif %} o) c
+     cross join repctl.peer p
+{{ track_close() }};
+{% else %}
     insert into repctl.queue (peer, tbl, op)
     select p.name, {{ name | ql }}, 'T' from repctl.peer p;
+{% endif %}
   end if;
 {% if mode == "async" %}
   -- Wakes `repctl run` at commit (notifications of one transaction are folded into one).
@@ -89,5 +99,5 @@ drop trigger if exists repctl_capture_delete on {{ table }};
 create trigger repctl_capture_delete after delete on {{ table }}
   referencing old table as old_rows for each statement execute function repctl.{{ capture_fn | qi }}();
 drop trigger if exists repctl_capture_truncate on {{ table }};
-create trigger repctl_capture_truncate after truncate on {{ table }}
+create trigger repctl_capture_truncate {% if versioned %}before{% else %}after{% endif %} truncate on {{ table }}
   for each statement execute function repctl.{{ capture_fn | qi }}();

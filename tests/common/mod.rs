@@ -210,6 +210,12 @@ impl Setup {
         ])
     }
 
+    /// Nodes named `names`, a database each, all on one shared cluster.
+    pub fn one_cluster(names: &[&'static str]) -> Setup {
+        let (a, _) = shared();
+        Setup::on(names.iter().map(|n| (*n, Home::Shared(a))).collect())
+    }
+
     /// Nodes on clusters of their own, so a test can stop, freeze or restart them. With
     /// `password_auth`, the seed's roles exist and must log in with passwords.
     pub fn owned(names: &[&'static str], password_auth: bool) -> Setup {
