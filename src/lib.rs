@@ -6,6 +6,7 @@
 //! - `install`: init, add-table, remove-table on every node.
 //! - `apply`: delivering queued changes (drain).
 //! - `ops`: verify, status, lag.
+//! - `locks`: the advisory locks repctl takes, and their keys.
 //! - `cluster`: throwaway PostgreSQL clusters for the demo, tests and benchmarks.
 
 pub mod apply;
@@ -16,5 +17,6 @@ pub mod config;
 pub mod conninfo;
 pub mod db;
 pub mod install;
+pub mod locks;
 pub mod ops;
 pub mod render;

@@ -17,9 +17,7 @@ use postgres::types::Type;
 use serde::Serialize;
 
 use super::batch::{self, Batch, Body, Fetched};
-
-/// Advisory lock class for a pair's drain lock (the second key is a hash of the peer name).
-pub const DRAIN_LOCK: i32 = 0x7265_7063;
+use crate::locks;
 
 /// One pair's outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -47,31 +45,6 @@ impl Progress for NoProgress {
     fn start(&mut self, _: &str, _: &str, _: i64) {}
     fn advance(&mut self, _: i64) {}
     fn finish(&mut self) {}
-}
-
-/// Takes the pair's drain lock on the origin; held for the session, released by `unlock_pair`.
-pub fn lock_pair(origin: &mut Client, peer: &str, wait: Duration) -> Result<bool> {
-    let deadline = Instant::now() + wait;
-    loop {
-        let got: bool = origin
-            .query_one(
-                "select pg_try_advisory_lock($1::int, hashtext('drain:' || $2))",
-                &[&DRAIN_LOCK, &peer],
-            )?
-            .get(0);
-        if got || Instant::now() >= deadline {
-            return Ok(got);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-pub fn unlock_pair(origin: &mut Client, peer: &str) -> Result<()> {
-    origin.query_one(
-        "select pg_advisory_unlock($1::int, hashtext('drain:' || $2))",
-        &[&DRAIN_LOCK, &peer],
-    )?;
-    Ok(())
 }
 
 /// Removes from the origin's queue the batch the peer recorded as applied (a drain cut off after
@@ -409,7 +382,7 @@ pub fn drain_pair(
     progress: &mut dyn Progress,
 ) -> Result<PairReport> {
     let started = Instant::now();
-    if !lock_pair(origin, peer, Duration::from_secs(30))? {
+    if !locks::lock_pair(origin, peer, Duration::from_secs(30))? {
         anyhow::bail!("pair {origin_name}->{peer}: another drain or run holds it for over 30 s");
     }
     let result = (|| -> Result<(i64, Option<String>)> {
@@ -439,7 +412,7 @@ pub fn drain_pair(
         Ok((delivered, None))
     })();
     progress.finish();
-    let unlocked = unlock_pair(origin, peer);
+    let unlocked = locks::unlock_pair(origin, peer);
     let (delivered, error) = result?;
     unlocked?;
     let seconds = started.elapsed().as_secs_f64();

@@ -28,8 +28,9 @@ use super::table::{self, AddTable, Mode};
 use crate::apply::drain::{self, NoProgress};
 use crate::catalog::TableName;
 use crate::db;
+use crate::locks;
 use crate::ops::diff::Progress;
-use crate::render::{self, safe};
+use crate::render::{self, names, safe};
 
 /// What the copy did.
 #[derive(Debug, Clone)]
@@ -69,7 +70,7 @@ pub fn add_with_copy(
     let (rows, pruned) = {
         let (src, others) = split(clients, s);
         for peer in &peers {
-            if !drain::lock_pair(src, peer, Duration::from_secs(30))? {
+            if !locks::lock_pair(src, peer, Duration::from_secs(30))? {
                 bail!(
                     "node {source}: a drain or `repctl run` has held the pair {source}->{peer} for over 30 s; \
                      stop it and run add-table again"
@@ -87,7 +88,7 @@ pub fn add_with_copy(
             progress,
         );
         for peer in &peers {
-            drain::unlock_pair(src, peer)?;
+            locks::unlock_pair(src, peer)?;
         }
         copied?
     };
@@ -300,7 +301,10 @@ fn stream(
 /// Replication suppressed (the capture triggers skip the transaction) and the text forms pinned,
 /// on both ends of the copy.
 fn suppress(tx: &mut Transaction<'_>) -> Result<()> {
-    tx.query_one("select set_config('repctl.applying', 'on', true)", &[])?;
+    tx.query_one(
+        "select set_config($1, 'on', true)",
+        &[&names::APPLYING_SETTING],
+    )?;
     tx.query_one("select set_config('search_path', 'pg_catalog', true)", &[])?;
     db::pin_text_settings(tx)
 }

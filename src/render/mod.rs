@@ -146,6 +146,13 @@ fn build_environment<'a>(sources: &[(&'a str, &'a str)]) -> Environment<'a> {
     env.add_filter("qi", qi);
     env.add_filter("ql", ql);
     env.add_filter("ql_or_null", ql_or_null);
+    env.add_global("lock_key", crate::locks::LOCK_KEY);
+    env.add_global("notify_channel", names::NOTIFY_CHANNEL);
+    env.add_global("applying_setting", names::APPLYING_SETTING);
+    env.add_global(
+        "capture_triggers",
+        Value::from_pairs(names::CAPTURE_TRIGGERS),
+    );
     // A dispatch template's `else`: a query name no branch knows is an error, not an empty statement.
     env.add_function("raise", |message: String| -> Result<Value, Error> {
         Err(Error::new(ErrorKind::InvalidOperation, message))
@@ -209,9 +216,6 @@ fn render_in(
     }
     Ok(sql)
 }
-
-/// Advisory lock taken by every changing command, so two repctl runs never interleave on a node.
-pub const LOCK_KEY: i64 = 0x7265_7063_746c;
 
 #[cfg(test)]
 mod tests {

@@ -361,7 +361,7 @@ begin
     -- Changes queued earlier for this peer go first (the seed's section 3 reordering).
     if exists (select from repctl.queue q where q.peer = v_peer.name and q.seq < v_from)
        or exists (select from repctl.queue q where q.peer = v_peer.name and q.seq > v_from and q.xid <> v_me) then
-      perform pg_notify('repctl', v_peer.name);
+      perform pg_notify({{ notify_channel | ql }}, v_peer.name);
       continue;
     end if;
     select repctl.changes_json(array_agg(q order by q.seq))::jsonb,
@@ -410,7 +410,7 @@ begin
       if coalesce(v_conn = any ({{ dblink_schema | qi }}.dblink_get_connections()), false) then
         perform {{ dblink_schema | qi }}.dblink_disconnect(v_conn);
       end if;
-      perform pg_notify('repctl', v_peer.name);
+      perform pg_notify({{ notify_channel | ql }}, v_peer.name);
       if v_strict then
         raise exception 'repctl: peer % did not take this transaction''s changes: %', v_peer.name, sqlerrm
           using hint = 'the table is set to --on-peer-failure error; the local write is rolled back';
@@ -468,7 +468,7 @@ begin
       using hint = 'run the same repctl version on every node';
   end if;
   -- Marks this transaction as replication so the capture triggers do not send the changes back.
-  perform set_config('repctl.applying', 'on', true);
+  perform set_config({{ applying_setting | ql }}, 'on', true);
   for v_segment in
     select p_changes -> 't' ->> 0 as tbl, false as trunc, 1::bigint as lo, jsonb_array_length(p_changes -> 't')::bigint as hi,
            true as whole
@@ -566,7 +566,7 @@ begin
       if v_table.conflict = 'target-wins'
          and exists (select from repctl.queue where peer = p_origin and resolved and xid = pg_current_xact_id()) then
         -- Wakes `repctl run` here to send the kept rows back.
-        perform pg_notify('repctl', p_origin);
+        perform pg_notify({{ notify_channel | ql }}, p_origin);
       end if;
     end if;
     v_count := v_count + coalesce(cardinality(p_values) / cardinality(p_columns), v_segment.hi - v_segment.lo + 1);
