@@ -6,7 +6,8 @@
 //! - `install`: init, add-table, remove-table on every node.
 //! - `apply`: delivering queued changes (drain).
 //! - `ops`: verify, status, lag.
-//! - `locks`: the advisory locks repctl takes, and their keys.
+//! - `locks`, `progress`: shared by the layers above: advisory locks and their keys, progress
+//!   reporting.
 //! - `cluster`: throwaway PostgreSQL clusters for the demo, tests and benchmarks.
 
 pub mod apply;
@@ -19,4 +20,5 @@ pub mod db;
 pub mod install;
 pub mod locks;
 pub mod ops;
+pub mod progress;
 pub mod render;

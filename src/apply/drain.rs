@@ -18,6 +18,10 @@ use serde::Serialize;
 
 use super::batch::{self, Batch, Body, Fetched};
 use crate::locks;
+use crate::progress::Progress;
+
+/// Changes per batch (one transaction on the peer) unless told otherwise.
+pub const DEFAULT_BATCH: i64 = 5000;
 
 /// One pair's outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -30,21 +34,6 @@ pub struct PairReport {
     pub rows_per_s: f64,
     /// Why the pair stopped early, naming the change the peer refused.
     pub error: Option<String>,
-}
-
-/// Progress events, so the CLI can draw a bar without the library printing.
-pub trait Progress {
-    fn start(&mut self, from: &str, to: &str, total: i64);
-    fn advance(&mut self, delivered: i64);
-    fn finish(&mut self);
-}
-
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn start(&mut self, _: &str, _: &str, _: i64) {}
-    fn advance(&mut self, _: i64) {}
-    fn finish(&mut self) {}
 }
 
 /// Removes from the origin's queue the batch the peer recorded as applied (a drain cut off after
@@ -388,7 +377,10 @@ pub fn drain_pair(
     let result = (|| -> Result<(i64, Option<String>)> {
         settle_applied(origin, peer_client, origin_name, peer)?;
         let total = pending(origin, peer)?;
-        progress.start(origin_name, peer, limit.map_or(total, |l| l.min(total)));
+        progress.start(
+            &format!("{origin_name} -> {peer}"),
+            limit.map_or(total, |l| l.min(total)).max(0) as u64,
+        );
         let room = |delivered: i64| limit.map_or(batch, |l| (l - delivered).min(batch));
         let (mut delivered, mut pipe) = (0, Pipeline::default());
         while room(delivered) > 0 {
@@ -402,7 +394,7 @@ pub fn drain_pair(
                 |size| room(delivered + size),
             )?;
             delivered += d.count;
-            progress.advance(d.count);
+            progress.advance(d.count.max(0) as u64);
             if d.refused.is_some() || d.count == 0 {
                 return Ok((delivered, d.refused));
             }

@@ -25,11 +25,10 @@ use postgres::{Client, IsolationLevel, Transaction};
 
 use super::Script;
 use super::table::{self, AddTable, Mode};
-use crate::apply::drain::{self, NoProgress};
 use crate::catalog::TableName;
 use crate::db;
 use crate::locks;
-use crate::ops::diff::Progress;
+use crate::progress::Progress;
 use crate::render::{self, names, safe};
 
 /// What the copy did.
@@ -45,6 +44,12 @@ pub struct Copied {
     pub left: Vec<String>,
 }
 
+/// Delivers up to `limit` changes queued on the origin (first client, named first) for the peer
+/// (second): how many it delivered and, when the pair stopped early, why. The caller wires it to
+/// the drain, which install does not depend on.
+pub type Deliver<'a> =
+    &'a mut dyn FnMut(&mut Client, &mut Client, &str, &str, i64) -> Result<(i64, Option<String>)>;
+
 /// Installs the table on every node and copies its rows from `source` (see the module comment).
 pub fn add_with_copy(
     clients: &mut [(String, Client)],
@@ -52,6 +57,7 @@ pub fn add_with_copy(
     source: &str,
     truncate_peers: bool,
     progress: &mut dyn Progress,
+    deliver: Deliver<'_>,
 ) -> Result<Copied> {
     let started = Instant::now();
     let mut first = req.clone();
@@ -95,7 +101,7 @@ pub fn add_with_copy(
     // Deliver what the writers changed during the copy, then switch to the requested mode.
     let mut delivered_after = 0;
     let mut left = Vec::new();
-    drain_all(clients, false, &mut delivered_after, &mut left)?;
+    drain_all(clients, false, deliver, &mut delivered_after, &mut left)?;
     if req.mode != Mode::Async {
         let scripts = table::add_scripts(clients, req, true)?;
         super::run_scripts(clients, &scripts).with_context(|| {
@@ -104,7 +110,7 @@ pub fn add_with_copy(
                 req.mode
             )
         })?;
-        drain_all(clients, true, &mut delivered_after, &mut left)?;
+        drain_all(clients, true, deliver, &mut delivered_after, &mut left)?;
     }
     Ok(Copied {
         rows,
@@ -378,6 +384,7 @@ fn uninstall(src: &mut Client, source: &str, logical: &str, local: &TableName) {
 fn drain_all(
     clients: &mut [(String, Client)],
     chase: bool,
+    deliver: Deliver<'_>,
     delivered: &mut i64,
     left: &mut Vec<String>,
 ) -> Result<()> {
@@ -395,17 +402,9 @@ fn drain_all(
                 if pending == 0 {
                     break;
                 }
-                let report = drain::drain_pair(
-                    &mut a.1,
-                    &mut b.1,
-                    &from,
-                    &to,
-                    Some(pending),
-                    5000,
-                    &mut NoProgress,
-                )?;
-                *delivered += report.delivered;
-                if let Some(e) = report.error {
+                let (n, error) = deliver(&mut a.1, &mut b.1, &from, &to, pending)?;
+                *delivered += n;
+                if let Some(e) = error {
                     left.push(e);
                     break;
                 }
