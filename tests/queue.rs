@@ -123,10 +123,15 @@ fn peer_cluster_stopped_and_started() {
     assert!(from_down["pending"].is_null() && from_down["delivered_total"].is_null());
     assert_eq!(from_down["conflicts"], 0, "recorded on the reachable peer");
     assert_eq!(from_down["unreachable"], serde_json::json!(["remote"]));
-    let table = s.repctl_ok(&["lag"], 1);
+    let out = s.repctl(&["lag"]);
+    assert_eq!(out.status.code(), Some(1));
+    let (table, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert!(
-        table.contains("node remote is down") && table.contains("cannot connect"),
-        "{table}"
+        err.contains("node remote is down") && err.contains("cannot connect"),
+        "{err}"
     );
     assert!(
         table

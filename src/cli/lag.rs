@@ -24,6 +24,13 @@ pub struct Args {
 pub fn run(config: &Config, args: Args) -> Result<u8> {
     loop {
         let (mut clients, unreachable) = connect_reachable(config);
+        // First, so it is said even when a reachable node then fails the command.
+        for (node, err) in &unreachable {
+            eprintln!(
+                "node {node} is down: what it has queued for its peers, and the conflicts it detected, \
+                 are unknown ({err})"
+            );
+        }
         for (node, c) in clients.iter_mut() {
             if let Some(c) = c {
                 db::require_installed(c, node)?;
@@ -63,12 +70,6 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
                 ]);
             }
             println!("{t}");
-            for (node, err) in &unreachable {
-                println!(
-                    "node {node} is down, shown as ?: what it has queued for its peers, and the conflicts it \
-                     detected, are unknown ({err})"
-                );
-            }
         }
         let Some(secs) = args.watch else {
             let pending = pairs.iter().any(|p| p.pending.is_some_and(|n| n > 0));
