@@ -66,7 +66,8 @@ pub fn connect(node: &Node) -> Result<Client> {
 }
 
 /// libpq's password file (`hostname:port:database:username:password` lines), which the postgres
-/// crate does not read.
+/// crate does not read. Not the postgres_secrets crate: it refuses a whole file over one line
+/// libpq accepts, and has none of the host, socket and permission rules that are most of this.
 pub mod pgpass {
     use std::path::{Path, PathBuf};
 

@@ -6,6 +6,8 @@
 //! - `install`: init, add-table, remove-table on every node.
 //! - `apply`: delivering queued changes (drain).
 //! - `ops`: verify, status, lag.
+//! - `locks`, `progress`: shared by the layers above: advisory locks and their keys, progress
+//!   reporting.
 //! - `cluster`: throwaway PostgreSQL clusters for the demo, tests and benchmarks.
 
 pub mod apply;
@@ -16,5 +18,7 @@ pub mod config;
 pub mod conninfo;
 pub mod db;
 pub mod install;
+pub mod locks;
 pub mod ops;
+pub mod progress;
 pub mod render;

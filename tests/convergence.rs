@@ -319,7 +319,7 @@ fn history(rule: Rule, names: &[&'static str], seed: u64, steps: usize) {
                         c.execute("update cv set id = $2 where id = $1", &[&k, &to]).unwrap();
                         vec![(k, None), (to, Some(v))]
                     }
-                    (Some(_), 2) if rng.below(4) == 0 => {
+                    (Some(_), 2) if rule.versioned() && rng.below(4) == 0 => {
                         c.batch_execute("truncate cv").unwrap();
                         here.keys().map(|k| (*k, None)).collect()
                     }

@@ -5,7 +5,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Setup;
+use common::{Layout, Setup};
 
 fn sync_pair() -> Setup {
     let s = Setup::owned(&["local", "remote"], false);
@@ -132,4 +132,68 @@ fn killed_in_the_middle_of_every_changing_command() {
             );
         }
     }
+}
+
+/// Makes a later node's commit fail: a deferred trigger on one of repctl's tables refuses at commit.
+fn refuse_commits_on(s: &Setup, node: &str, table: &str) {
+    s.node(node).exec(&format!(
+        "create function public.refuse() returns trigger language plpgsql as
+           $$ begin raise exception 'refused at commit'; end $$;
+         create constraint trigger refuse after insert or update on {table}
+           deferrable initially deferred for each row execute function public.refuse()"
+    ));
+}
+
+fn allow_commits_on(s: &Setup, node: &str, table: &str) {
+    s.node(node).exec(&format!(
+        "drop trigger refuse on {table}; drop function public.refuse()"
+    ));
+}
+
+/// init and add-table commit node after node: a later node failing at commit is reported with the
+/// nodes that did commit, and running the command again completes the rest.
+#[test]
+fn a_later_node_failing_at_commit_says_which_committed() {
+    let s = Setup::pair(Layout::TwoClusters);
+    for n in &s.nodes {
+        n.exec("create table t (id int primary key)");
+    }
+    s.repctl_ok(&["init"], 0);
+    // An upgrade that fails on the second node.
+    let remote = s.node("remote");
+    remote.exec("update repctl.meta set value = '0.0.1' where key = 'version'");
+    refuse_commits_on(&s, "remote", "repctl.meta");
+    let failed = |args: &[&str]| {
+        let out = s.repctl(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let e = failed(&["init"]);
+    assert!(
+        e.contains(
+            "node remote: commit failed (it did not commit): db error: ERROR: refused at commit; \
+             these nodes had committed: local."
+        ) && e.contains("Running the same command again is safe"),
+        "{e}"
+    );
+    allow_commits_on(&s, "remote", "repctl.meta");
+    s.repctl_ok(&["init"], 0);
+    assert_eq!(
+        remote.count("select count(*) from repctl.meta where key = 'version' and value = '0.0.1'"),
+        0
+    );
+    refuse_commits_on(&s, "remote", "repctl.tables");
+    let e = failed(&["add-table", "public.t"]);
+    assert!(
+        e.contains("refused at commit; these nodes had committed: local."),
+        "{e}"
+    );
+    let replicated = |n: &str| s.node(n).count("select count(*) from repctl.tables");
+    assert_eq!((replicated("local"), replicated("remote")), (1, 0));
+    allow_commits_on(&s, "remote", "repctl.tables");
+    s.repctl_ok(&["add-table", "public.t"], 0);
+    s.node("local").exec("insert into t values (1)");
+    s.repctl_ok(&["drain"], 0);
+    assert_eq!(remote.count("select count(*) from t"), 1);
+    s.repctl_ok(&["verify"], 0);
 }

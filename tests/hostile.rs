@@ -523,3 +523,30 @@ fn column_subsets_and_maps_with_hostile_names() {
     assert!(repctl_triggers(r, &remote_sql).is_empty());
     assert!(repctl_triggers(l, &logical).is_empty());
 }
+
+/// An unquoted non-ASCII name means the table psql would take it for: PostgreSQL folds only ASCII
+/// letters, so `Äpfel.T` is `"Äpfel".t`, not `"äpfel".t`.
+#[test]
+fn unquoted_non_ascii_names_fold_as_postgresql_folds_them() {
+    let s = Setup::pair(Layout::TwoClusters);
+    for n in &s.nodes {
+        n.exec(
+            r#"create schema "Äpfel"; create table "Äpfel".t (id int primary key);
+               create schema "äpfel"; create table "äpfel".t (id int primary key)"#,
+        );
+    }
+    let local = s.node("local");
+    let psql: String = local
+        .admin()
+        .query_one("select 'Äpfel.T'::regclass::text", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(psql, r#""Äpfel".t"#);
+    s.repctl_ok(&["init"], 0);
+    s.repctl_ok(&["add-table", "Äpfel.T"], 0);
+    local.exec(r#"insert into "Äpfel".t values (1)"#);
+    let remote = s.node("remote");
+    assert_eq!(remote.count(r#"select count(*) from "Äpfel".t"#), 1);
+    assert_eq!(remote.count(r#"select count(*) from "äpfel".t"#), 0);
+    s.repctl_ok(&["verify", "Äpfel.T"], 0);
+}

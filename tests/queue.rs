@@ -107,10 +107,74 @@ fn peer_cluster_stopped_and_started() {
         s.repctl_ok(&["drain", "--to", "remote"], 1)
             .contains("unreachable")
     );
+    // lag says what the reachable origin's queue holds for the down peer, and marks the peer.
+    let pairs: Vec<Value> = serde_json::from_str(&s.repctl_ok(&["lag", "--json"], 1)).unwrap();
+    let pair = |from: &str| {
+        pairs
+            .iter()
+            .find(|p| p["from"] == from)
+            .unwrap_or_else(|| panic!("pair from {from} in {pairs:?}"))
+    };
+    let (to_down, from_down) = (pair("local"), pair("remote"));
+    assert_eq!(to_down["pending"], 700, "{pairs:?}");
+    assert!(to_down["conflicts"].is_null(), "recorded on the down peer");
+    assert_eq!(to_down["unreachable"], serde_json::json!(["remote"]));
+    assert_eq!(from_down["to"], "local");
+    assert!(from_down["pending"].is_null() && from_down["delivered_total"].is_null());
+    assert_eq!(from_down["conflicts"], 0, "recorded on the reachable peer");
+    assert_eq!(from_down["unreachable"], serde_json::json!(["remote"]));
+    let out = s.repctl(&["lag"]);
+    assert_eq!(out.status.code(), Some(1));
+    let (table, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        err.contains("node remote is down") && err.contains("cannot connect"),
+        "{err}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("local") && l.contains("remote") && l.contains("700")),
+        "{table}"
+    );
     s.node("remote").cluster_mut(|c| c.start_again()).unwrap();
     assert_eq!(pending(&s, "local", "remote"), 500 + 100 + 100);
     s.repctl_ok(&["drain"], 0);
     s.assert_converged(&TABLES);
+}
+
+/// A peer that refuses connections is reported with the server's reason, not only as unreachable.
+#[test]
+fn a_refused_login_is_reported_with_the_servers_reason() {
+    let s = Setup::pair(Layout::TwoClusters);
+    s.replicate_new_table("t", "id int primary key", &["--mode", "async"]);
+    s.node("local").exec("insert into t values (1)");
+    let remote = s.node("remote");
+    let allow = |on: bool| {
+        remote
+            .with_cluster(|c| {
+                c.execute_admin(
+                    "postgres",
+                    &format!("alter database {} allow_connections {on}", remote.db),
+                )
+            })
+            .unwrap()
+    };
+    allow(false);
+    let report: Vec<Value> = serde_json::from_str(&s.repctl_ok(&["drain", "--json"], 1)).unwrap();
+    allow(true);
+    for r in &report {
+        let error = r["error"].as_str().expect("both pairs failed");
+        assert!(
+            error.starts_with("unreachable: node remote: cannot connect")
+                && error.contains("is not currently accepting connections"),
+            "{error}"
+        );
+    }
+    s.repctl_ok(&["drain"], 0);
+    assert_eq!(remote.count("select count(*) from t"), 1);
 }
 
 /// `--on-peer-failure error`: the local write fails when the peer cannot take it.

@@ -135,7 +135,7 @@ fn dry_runs_print_sql_with_passwords_masked_and_change_nothing() {
     );
     assert!(
         out.contains(
-            "create trigger repctl_capture_insert after insert on \"remote\".\"rmt_test\""
+            "create trigger \"repctl_capture_insert\" after insert on \"remote\".\"rmt_test\""
         ),
         "{out}"
     );
@@ -154,7 +154,7 @@ fn dry_runs_print_sql_with_passwords_masked_and_change_nothing() {
     );
     let out = s.repctl_ok(&["remove-table", "local.loc_test", "--dry-run"], 0);
     assert!(
-        out.contains("drop trigger if exists repctl_capture_insert on \"local\".\"loc_test\""),
+        out.contains("drop trigger if exists \"repctl_capture_insert\" on \"local\".\"loc_test\""),
         "{out}"
     );
     assert_eq!(

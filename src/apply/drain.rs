@@ -17,9 +17,11 @@ use postgres::types::Type;
 use serde::Serialize;
 
 use super::batch::{self, Batch, Body, Fetched};
+use crate::locks;
+use crate::progress::Progress;
 
-/// Advisory lock class for a pair's drain lock (the second key is a hash of the peer name).
-pub const DRAIN_LOCK: i32 = 0x7265_7063;
+/// Changes per batch (one transaction on the peer) unless told otherwise.
+pub const DEFAULT_BATCH: i64 = 5000;
 
 /// One pair's outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -32,46 +34,6 @@ pub struct PairReport {
     pub rows_per_s: f64,
     /// Why the pair stopped early, naming the change the peer refused.
     pub error: Option<String>,
-}
-
-/// Progress events, so the CLI can draw a bar without the library printing.
-pub trait Progress {
-    fn start(&mut self, from: &str, to: &str, total: i64);
-    fn advance(&mut self, delivered: i64);
-    fn finish(&mut self);
-}
-
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn start(&mut self, _: &str, _: &str, _: i64) {}
-    fn advance(&mut self, _: i64) {}
-    fn finish(&mut self) {}
-}
-
-/// Takes the pair's drain lock on the origin; held for the session, released by `unlock_pair`.
-pub fn lock_pair(origin: &mut Client, peer: &str, wait: Duration) -> Result<bool> {
-    let deadline = Instant::now() + wait;
-    loop {
-        let got: bool = origin
-            .query_one(
-                "select pg_try_advisory_lock($1::int, hashtext('drain:' || $2))",
-                &[&DRAIN_LOCK, &peer],
-            )?
-            .get(0);
-        if got || Instant::now() >= deadline {
-            return Ok(got);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-pub fn unlock_pair(origin: &mut Client, peer: &str) -> Result<()> {
-    origin.query_one(
-        "select pg_advisory_unlock($1::int, hashtext('drain:' || $2))",
-        &[&DRAIN_LOCK, &peer],
-    )?;
-    Ok(())
 }
 
 /// Removes from the origin's queue the batch the peer recorded as applied (a drain cut off after
@@ -409,13 +371,16 @@ pub fn drain_pair(
     progress: &mut dyn Progress,
 ) -> Result<PairReport> {
     let started = Instant::now();
-    if !lock_pair(origin, peer, Duration::from_secs(30))? {
+    if !locks::lock_pair(origin, peer, Duration::from_secs(30))? {
         anyhow::bail!("pair {origin_name}->{peer}: another drain or run holds it for over 30 s");
     }
     let result = (|| -> Result<(i64, Option<String>)> {
         settle_applied(origin, peer_client, origin_name, peer)?;
         let total = pending(origin, peer)?;
-        progress.start(origin_name, peer, limit.map_or(total, |l| l.min(total)));
+        progress.start(
+            &format!("{origin_name} -> {peer}"),
+            limit.map_or(total, |l| l.min(total)).max(0) as u64,
+        );
         let room = |delivered: i64| limit.map_or(batch, |l| (l - delivered).min(batch));
         let (mut delivered, mut pipe) = (0, Pipeline::default());
         while room(delivered) > 0 {
@@ -429,7 +394,7 @@ pub fn drain_pair(
                 |size| room(delivered + size),
             )?;
             delivered += d.count;
-            progress.advance(d.count);
+            progress.advance(d.count.max(0) as u64);
             if d.refused.is_some() || d.count == 0 {
                 return Ok((delivered, d.refused));
             }
@@ -439,7 +404,7 @@ pub fn drain_pair(
         Ok((delivered, None))
     })();
     progress.finish();
-    let unlocked = unlock_pair(origin, peer);
+    let unlocked = locks::unlock_pair(origin, peer);
     let (delivered, error) = result?;
     unlocked?;
     let seconds = started.elapsed().as_secs_f64();

@@ -28,7 +28,7 @@ pub fn render(m: &Metrics) -> String {
         "Changes queued for the peer and not yet delivered.",
         m.pairs
             .iter()
-            .map(|p| (label(&p.from, &p.to), p.pending as f64))
+            .filter_map(|p| Some((label(&p.from, &p.to), p.pending? as f64)))
             .collect(),
     );
     family(
@@ -46,7 +46,7 @@ pub fn render(m: &Metrics) -> String {
         "Changes delivered by drain and run.",
         m.pairs
             .iter()
-            .map(|p| (label(&p.from, &p.to), p.delivered_total as f64))
+            .filter_map(|p| Some((label(&p.from, &p.to), p.delivered_total? as f64)))
             .collect(),
     );
     family(

@@ -18,10 +18,9 @@ use postgres::fallible_iterator::FallibleIterator;
 use super::drain::{self, Pipeline, pair_clients};
 use crate::config::{Config, Node};
 use crate::db;
+use crate::locks;
 use crate::ops::lag::{self, PairLag};
-
-/// Channel the capture triggers and the sync flush notify when they leave changes queued.
-pub const CHANNEL: &str = "repctl";
+use crate::render::{self, names};
 
 pub struct RunOptions {
     /// Changes per batch.
@@ -149,7 +148,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: &AtomicBool) -> Result<()> 
                             conn.node.name
                         );
                     }
-                    let _ = drain::unlock_pair(c, peer);
+                    let _ = locks::unlock_pair(c, peer);
                 }
             }
         }
@@ -175,7 +174,7 @@ fn deliver_round(
     state: &mut PairState,
 ) -> Result<i64> {
     if !state.locked {
-        if !drain::lock_pair(origin, to, Duration::ZERO)? {
+        if !locks::lock_pair(origin, to, Duration::ZERO)? {
             debug!("{from} -> {to}: a drain holds the pair; skipping this round");
             return Ok(0);
         }
@@ -226,7 +225,10 @@ fn reconnect(nodes: &mut [NodeConn], pairs: &mut [Vec<PairState>]) {
             continue;
         }
         match db::connect(&conn.node).and_then(|mut c| {
-            c.batch_execute(&format!("listen {CHANNEL}"))?;
+            c.batch_execute(&format!(
+                "listen {}",
+                render::quote_ident(names::NOTIFY_CHANNEL)
+            ))?;
             Ok(c)
         }) {
             Ok(c) => {

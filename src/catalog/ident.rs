@@ -1,5 +1,5 @@
-//! `SCHEMA.TABLE` as a DBA types it: unquoted parts fold to lower case, quoted parts keep their case
-//! and may hold dots, quotes (doubled) and anything else.
+//! `SCHEMA.TABLE` as a DBA types it: unquoted parts fold ASCII letters to lower case, quoted parts
+//! keep their case and may hold dots, quotes (doubled) and anything else.
 
 use std::fmt;
 
@@ -74,7 +74,7 @@ pub fn parse_column_list(text: &str) -> Result<Vec<String>> {
     split(text, ',', false)
 }
 
-/// Splits at `sep` outside double quotes. Unquoted parts fold to lower case and lose surrounding
+/// Splits at `sep` outside double quotes. Unquoted parts fold ASCII to lower case and lose surrounding
 /// blanks as SQL identifiers do when `fold`, and are kept exactly otherwise.
 fn split(text: &str, sep: char, fold: bool) -> Result<Vec<String>> {
     let mut parts = Vec::new();
@@ -100,8 +100,9 @@ fn split(text: &str, sep: char, fold: bool) -> Result<Vec<String>> {
                 if c == sep {
                     break;
                 }
+                // PostgreSQL folds only ASCII letters (in a UTF-8 database): `Ä` stays `Ä`.
                 if fold {
-                    part.extend(c.to_lowercase());
+                    part.push(c.to_ascii_lowercase());
                 } else {
                     part.push(c);
                 }
@@ -138,6 +139,8 @@ mod tests {
         let t = TableName::parse("Local.LOC_test").unwrap();
         assert_eq!(t.to_string(), "local.loc_test");
         assert_eq!(TableName::parse("t").unwrap().schema, "public");
+        let t = TableName::parse("Äpfel.ÖL_T").unwrap();
+        assert_eq!((t.schema.as_str(), t.table.as_str()), ("Äpfel", "Öl_t"));
         assert!(TableName::parse("a.b.c").is_err());
         assert!(TableName::parse("a.").is_err());
     }

@@ -4,11 +4,13 @@ use anyhow::{Context, Result};
 
 use super::bar::Bar;
 use super::output::install_or_print;
+use crate::apply::drain;
 use crate::catalog::TableName;
 use crate::catalog::ident::parse_column_list;
 use crate::config::Config;
 use crate::install::table::{self, AddTable, ConflictRule, Mode, OnPeerFailure};
 use crate::install::{copy, init};
+use crate::progress::NoProgress;
 
 /// Replicate a table between all nodes: reads its primary key, installs capture triggers and the apply function.
 #[derive(Debug, clap::Args)]
@@ -82,6 +84,18 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
                 source,
                 args.truncate_peers,
                 &mut Bar::default(),
+                &mut |origin, peer, from, to, limit| {
+                    let r = drain::drain_pair(
+                        origin,
+                        peer,
+                        from,
+                        to,
+                        Some(limit),
+                        drain::DEFAULT_BATCH,
+                        &mut NoProgress,
+                    )?;
+                    Ok((r.delivered, r.error))
+                },
             )?;
             println!(
                 "copied {} row(s) of {} from node {source} in {:.1} s; then delivered {} queued change(s) \

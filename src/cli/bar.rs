@@ -1,32 +1,52 @@
-//! A progress bar for long comparisons and copies, on stderr; hidden when stderr is not a terminal.
+//! A progress bar for long comparisons, copies and drains, on stderr; hidden when stderr is not a
+//! terminal.
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::ops::diff::Progress;
+use crate::progress::Progress;
 
-#[derive(Default)]
-pub struct Bar(Option<ProgressBar>);
+pub struct Bar {
+    /// What the counts count.
+    unit: &'static str,
+    bar: Option<ProgressBar>,
+}
+
+impl Bar {
+    pub fn counting(unit: &'static str) -> Bar {
+        Bar { unit, bar: None }
+    }
+}
+
+/// Comparisons and copies count rows.
+impl Default for Bar {
+    fn default() -> Bar {
+        Bar::counting("rows")
+    }
+}
 
 impl Progress for Bar {
     fn start(&mut self, label: &str, total: u64) {
         let bar = ProgressBar::new(total);
         bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} rows {per_sec} eta {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(&format!(
+                "{{msg}} [{{bar:30}}] {{pos}}/{{len}} {} {{per_sec}} eta {{eta}}",
+                self.unit
+            ))
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.set_message(label.to_string());
-        self.0 = Some(bar);
+        self.bar = Some(bar);
     }
 
     fn advance(&mut self, n: u64) {
-        if let Some(b) = &self.0 {
+        if let Some(b) = &self.bar {
             b.inc(n);
         }
     }
 
     fn finish(&mut self) {
-        if let Some(b) = self.0.take() {
+        if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
     }

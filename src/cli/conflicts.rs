@@ -36,7 +36,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     if args.json {
         print_json(&all)?;
     } else {
-        let mut t = table(&[
+        let mut t = table([
             "at",
             "node",
             "table",
@@ -49,7 +49,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
             "incoming row",
         ]);
         for c in &all {
-            t.add_row(vec![
+            t.row([
                 c.at.clone(),
                 c.node.clone(),
                 c.table.clone(),

@@ -1,10 +1,9 @@
 use anyhow::Result;
-use indicatif::{ProgressBar, ProgressStyle};
 
-use super::output::{or_dash, print_json, table};
-use crate::apply::drain::{self, PairReport, Progress};
+use super::bar::Bar;
+use super::output::{connect_reachable, or_dash, print_json, table};
+use crate::apply::drain::{self, PairReport};
 use crate::config::Config;
-use crate::db;
 
 /// Deliver queued changes to peers, oldest first, in batches (each batch one transaction on the peer).
 #[derive(Debug, clap::Args)]
@@ -19,37 +18,11 @@ pub struct Args {
     #[arg(long)]
     to: Option<String>,
     /// Changes per batch.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = drain::DEFAULT_BATCH)]
     batch_size: i64,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-/// An indicatif bar per pair, on stderr; hidden when stderr is not a terminal.
-struct Bar(Option<ProgressBar>);
-
-impl Progress for Bar {
-    fn start(&mut self, from: &str, to: &str, total: i64) {
-        let bar = ProgressBar::new(total.max(0) as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        bar.set_message(format!("{from} -> {to}"));
-        self.0 = Some(bar);
-    }
-    fn advance(&mut self, delivered: i64) {
-        if let Some(b) = &self.0 {
-            b.inc(delivered.max(0) as u64);
-        }
-    }
-    fn finish(&mut self) {
-        if let Some(b) = self.0.take() {
-            b.finish_and_clear();
-        }
-    }
 }
 
 /// Exit 0 when everything asked was delivered, 1 when a peer failed and changes are left, 2 on error.
@@ -61,10 +34,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         anyhow::bail!("--limit must be >= 0 and --batch-size >= 1");
     }
     let mut reports: Vec<PairReport> = Vec::new();
-    let mut clients = Vec::new();
-    for node in &config.nodes {
-        clients.push((node.name.clone(), db::connect(node).ok()));
-    }
+    let (mut clients, unreachable) = connect_reachable(config);
     for i in 0..clients.len() {
         for j in 0..clients.len() {
             let (from, to) = (clients[i].0.clone(), clients[j].0.clone());
@@ -76,7 +46,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
             }
             let report = match drain::pair_clients(&mut clients, i, j) {
                 Some((origin, peer)) => {
-                    let mut bar = Bar(None);
+                    let mut bar = Bar::counting("changes");
                     drain::drain_pair(
                         origin,
                         peer,
@@ -88,12 +58,13 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
                     )
                     .unwrap_or_else(|e| failed(&from, &to, format!("{e:#}")))
                 }
+                // The cause names the node: a refused login says why, in the server's words.
                 None => failed(
                     &from,
                     &to,
                     format!(
-                        "node {} unreachable",
-                        if clients[i].1.is_none() { &from } else { &to }
+                        "unreachable: {}",
+                        unreachable[if clients[i].1.is_none() { &from } else { &to }]
                     ),
                 ),
             };
@@ -103,9 +74,9 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     if args.json {
         print_json(&reports)?;
     } else {
-        let mut t = table(&["pair", "delivered", "left", "seconds", "rows/s", "error"]);
+        let mut t = table(["pair", "delivered", "left", "seconds", "rows/s", "error"]);
         for r in &reports {
-            t.add_row(vec![
+            t.row([
                 format!("{} -> {}", r.from, r.to),
                 r.delivered.to_string(),
                 if r.left < 0 {

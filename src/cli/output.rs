@@ -9,7 +9,28 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::db;
 
-pub fn table(header: &[&str]) -> Table {
+/// A table for people with N columns: every row has a cell under each header (checked when compiled).
+pub struct Human<const N: usize>(Table);
+
+impl<const N: usize> Human<N> {
+    pub fn row(&mut self, cells: [String; N]) {
+        self.0.add_row(cells);
+    }
+}
+
+impl<const N: usize> std::fmt::Display for Human<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+pub fn table<const N: usize>(header: [&str; N]) -> Human<N> {
+    Human(columns(&header))
+}
+
+/// A table whose columns are only known at run time (one per node); its rows are built from the
+/// same list as its header.
+pub fn columns(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
@@ -41,8 +62,8 @@ pub fn connect_reachable(config: &Config) -> Reachable {
     (clients, errors)
 }
 
-/// A dry run prints the scripts; otherwise they run (all nodes or none) and each node that ran
-/// one gets a line saying what it now does.
+/// A dry run prints the scripts; otherwise they run (see `install::run_scripts`) and each node
+/// that ran one gets a line saying what it now does.
 pub fn install_or_print(
     clients: &mut [(String, Client)],
     scripts: &[crate::install::Script],

@@ -51,12 +51,12 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     if json {
         print_json(&reports)?;
     } else if !args.dry_run {
-        let mut t = table(&[
+        let mut t = table([
             "table", "node", "inserted", "updated", "deleted", "skipped", "pending",
         ]);
         for r in &reports {
             for (node, c) in &r.nodes {
-                t.add_row(vec![
+                t.row([
                     r.table.clone(),
                     node.clone(),
                     c.inserted.to_string(),

@@ -12,7 +12,7 @@ use crate::config::Config;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Changes per batch (one transaction on the peer).
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = crate::apply::drain::DEFAULT_BATCH)]
     batch_size: i64,
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9187.
     #[arg(long, value_name = "ADDR")]

@@ -19,10 +19,10 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     if args.json {
         print_json(&s)?;
     } else {
-        let mut nodes = table(&["node", "reachable", "server", "repctl", "missing"]);
+        let mut nodes = table(["node", "reachable", "server", "repctl", "missing"]);
         for n in &s.nodes {
             let missing = n.error.clone().unwrap_or_else(|| n.missing.join(", "));
-            nodes.add_row(vec![
+            nodes.row([
                 n.node.clone(),
                 n.reachable.to_string(),
                 or_dash(n.server_version.clone()),
@@ -31,7 +31,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
             ]);
         }
         println!("{nodes}");
-        let mut tables = table(&[
+        let mut tables = table([
             "table",
             "mode",
             "node",
@@ -46,7 +46,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
                     .get(&node.name)
                     .map(|m| m.join(", "))
                     .unwrap_or_default();
-                tables.add_row(vec![
+                tables.row([
                     t.table.clone(),
                     or_dash(t.mode.clone()),
                     node.name.clone(),

@@ -2,7 +2,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::bar::Bar;
-use super::output::{connect_reachable, or_dash, print_json, table};
+use super::output::{columns, connect_reachable, or_dash, print_json, table};
 use crate::catalog::TableName;
 use crate::config::Config;
 use crate::ops::verify;
@@ -51,7 +51,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     if args.json {
         print_json(&json!({ "equal": equal, "tables": reports }))?;
     } else {
-        let mut t = table(&["table", "node", "local table", "rows", "hash", "state"]);
+        let mut t = table(["table", "node", "local table", "rows", "hash", "state"]);
         for r in &reports {
             for n in &r.nodes {
                 let state = match (&n.error, r.equal) {
@@ -63,7 +63,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
                     ),
                     (None, false) => "DIFFERS".into(),
                 };
-                t.add_row(vec![
+                t.row([
                     r.table.clone(),
                     n.node.clone(),
                     or_dash(n.table.clone()),
@@ -117,7 +117,7 @@ fn show_rows(reports: &[RowsReport], as_json: bool) -> Result<u8> {
             let nodes: Vec<&str> = r.rows.keys().map(String::as_str).collect();
             let mut header = vec!["key"];
             header.extend(&nodes);
-            let mut t = table(&header);
+            let mut t = columns(&header);
             for d in &r.differences {
                 let mut row = vec![d.key.to_string()];
                 row.extend(nodes.iter().map(|n| {

@@ -25,11 +25,11 @@ use postgres::{Client, IsolationLevel, Transaction};
 
 use super::Script;
 use super::table::{self, AddTable, Mode};
-use crate::apply::drain::{self, NoProgress};
 use crate::catalog::TableName;
 use crate::db;
-use crate::ops::diff::Progress;
-use crate::render::{self, safe};
+use crate::locks;
+use crate::progress::Progress;
+use crate::render::{self, names, safe};
 
 /// What the copy did.
 #[derive(Debug, Clone)]
@@ -44,6 +44,12 @@ pub struct Copied {
     pub left: Vec<String>,
 }
 
+/// Delivers up to `limit` changes queued on the origin (first client, named first) for the peer
+/// (second): how many it delivered and, when the pair stopped early, why. The caller wires it to
+/// the drain, which install does not depend on.
+pub type Deliver<'a> =
+    &'a mut dyn FnMut(&mut Client, &mut Client, &str, &str, i64) -> Result<(i64, Option<String>)>;
+
 /// Installs the table on every node and copies its rows from `source` (see the module comment).
 pub fn add_with_copy(
     clients: &mut [(String, Client)],
@@ -51,6 +57,7 @@ pub fn add_with_copy(
     source: &str,
     truncate_peers: bool,
     progress: &mut dyn Progress,
+    deliver: Deliver<'_>,
 ) -> Result<Copied> {
     let started = Instant::now();
     let mut first = req.clone();
@@ -69,7 +76,7 @@ pub fn add_with_copy(
     let (rows, pruned) = {
         let (src, others) = split(clients, s);
         for peer in &peers {
-            if !drain::lock_pair(src, peer, Duration::from_secs(30))? {
+            if !locks::lock_pair(src, peer, Duration::from_secs(30))? {
                 bail!(
                     "node {source}: a drain or `repctl run` has held the pair {source}->{peer} for over 30 s; \
                      stop it and run add-table again"
@@ -87,14 +94,14 @@ pub fn add_with_copy(
             progress,
         );
         for peer in &peers {
-            drain::unlock_pair(src, peer)?;
+            locks::unlock_pair(src, peer)?;
         }
         copied?
     };
     // Deliver what the writers changed during the copy, then switch to the requested mode.
     let mut delivered_after = 0;
     let mut left = Vec::new();
-    drain_all(clients, false, &mut delivered_after, &mut left)?;
+    drain_all(clients, false, deliver, &mut delivered_after, &mut left)?;
     if req.mode != Mode::Async {
         let scripts = table::add_scripts(clients, req, true)?;
         super::run_scripts(clients, &scripts).with_context(|| {
@@ -103,7 +110,7 @@ pub fn add_with_copy(
                 req.mode
             )
         })?;
-        drain_all(clients, true, &mut delivered_after, &mut left)?;
+        drain_all(clients, true, deliver, &mut delivered_after, &mut left)?;
     }
     Ok(Copied {
         rows,
@@ -300,7 +307,10 @@ fn stream(
 /// Replication suppressed (the capture triggers skip the transaction) and the text forms pinned,
 /// on both ends of the copy.
 fn suppress(tx: &mut Transaction<'_>) -> Result<()> {
-    tx.query_one("select set_config('repctl.applying', 'on', true)", &[])?;
+    tx.query_one(
+        "select set_config($1, 'on', true)",
+        &[&names::APPLYING_SETTING],
+    )?;
     tx.query_one("select set_config('search_path', 'pg_catalog', true)", &[])?;
     db::pin_text_settings(tx)
 }
@@ -374,6 +384,7 @@ fn uninstall(src: &mut Client, source: &str, logical: &str, local: &TableName) {
 fn drain_all(
     clients: &mut [(String, Client)],
     chase: bool,
+    deliver: Deliver<'_>,
     delivered: &mut i64,
     left: &mut Vec<String>,
 ) -> Result<()> {
@@ -391,17 +402,9 @@ fn drain_all(
                 if pending == 0 {
                     break;
                 }
-                let report = drain::drain_pair(
-                    &mut a.1,
-                    &mut b.1,
-                    &from,
-                    &to,
-                    Some(pending),
-                    5000,
-                    &mut NoProgress,
-                )?;
-                *delivered += report.delivered;
-                if let Some(e) = report.error {
+                let (n, error) = deliver(&mut a.1, &mut b.1, &from, &to, pending)?;
+                *delivered += n;
+                if let Some(e) = error {
                     left.push(e);
                     break;
                 }

@@ -114,7 +114,6 @@ pub fn render_init(config: &Config, node: &Node, facts: &NodeFacts) -> Result<Sc
         &context! {
             version => env!("CARGO_PKG_VERSION"),
             node => node.name.clone(),
-            lock_key => render::LOCK_KEY,
             dblink_installed => facts.dblink_schema.is_some(),
             dblink_schema => facts.dblink_schema.clone().unwrap_or_else(|| "repctl".into()),
             peer_role => node.peer.get("user"),

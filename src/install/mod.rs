@@ -1,5 +1,7 @@
-//! Installing what repctl renders: one transaction per node, all committed only after every node's
-//! script ran, so a failure on any node leaves every node as it was.
+//! Installing what repctl renders: one transaction per node, committed only after every node's
+//! script ran, so a failure in a script leaves every node as it was. The commits themselves go node
+//! after node: a commit that fails after others succeeded says which nodes committed, and since
+//! every script installs over what is there, running the command again completes the others.
 
 pub mod condition;
 pub mod copy;
@@ -63,9 +65,47 @@ pub fn run_scripts(clients: &mut [(String, Client)], scripts: &[Script]) -> Resu
         })?;
         open.push((name.clone(), tx));
     }
-    for (name, tx) in open {
-        tx.commit()
-            .with_context(|| format!("node {name}: commit failed"))?;
+    let mut committed: Vec<String> = Vec::new();
+    let mut open = open.into_iter();
+    while let Some((name, tx)) = open.next() {
+        if let Err(e) = tx.commit() {
+            // Dropping the open transactions rolls them back.
+            let rolled_back: Vec<String> = open.map(|(n, _)| n).collect();
+            let lost = e.as_db_error().is_none();
+            let cause = format!("{:#}", anyhow::Error::new(e));
+            anyhow::bail!(commit_failed(&name, &cause, lost, &committed, &rolled_back));
+        }
+        committed.push(name);
     }
     Ok(())
+}
+
+/// Which nodes a failed commit left changed, and what to do.
+fn commit_failed(
+    node: &str,
+    cause: &str,
+    lost: bool,
+    committed: &[String],
+    rolled_back: &[String],
+) -> String {
+    let outcome = if lost {
+        "the connection was lost, so it may or may not have committed"
+    } else {
+        "it did not commit"
+    };
+    if committed.is_empty() {
+        return format!(
+            "node {node}: commit failed ({outcome}): {cause}; no other node was changed"
+        );
+    }
+    let not = if rolled_back.is_empty() {
+        String::new()
+    } else {
+        format!("; not committed (rolled back): {}", rolled_back.join(", "))
+    };
+    format!(
+        "node {node}: commit failed ({outcome}): {cause}; these nodes had committed: {}{not}. Running the same \
+         command again is safe: it installs over what is there and completes the other nodes",
+        committed.join(", ")
+    )
 }

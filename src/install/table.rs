@@ -441,7 +441,6 @@ pub fn render_add(
         &context! {
             name => logical,
             node => node.to_string(),
-            lock_key => render::LOCK_KEY,
             table => safe(table.name.sql()),
             table_owner => table.owner.clone(),
             nsp => table.name.schema.clone(),
@@ -481,7 +480,6 @@ pub fn render_remove(
         &context! {
             name => logical,
             node,
-            lock_key => render::LOCK_KEY,
             table => safe(table.sql()),
             table_exists,
             capture_fn => names::capture_fn(logical),

@@ -11,8 +11,9 @@ use serde::Serialize;
 use serde_json::{Map, Value as Json};
 
 use super::diff::side::{Side, TableOn};
-use super::diff::{self, Flow, KeyRows, Progress, Sink};
+use super::diff::{self, Flow, KeyRows, Sink};
 use crate::db;
+use crate::progress::Progress;
 use crate::render::{self, names, safe};
 
 /// What repair did (or, in a dry run, would do) on one node.

@@ -193,12 +193,11 @@ fn table_missing(client: &mut Client, logical: &str) -> Result<Vec<String>> {
           where t.name = $1 and not c.ok
          union all
          select 'trigger ' || trg from repctl.tables t,
-                unnest(array['repctl_capture_insert', 'repctl_capture_update',
-                             'repctl_capture_delete', 'repctl_capture_truncate']) trg
+                unnest($2::text[]) trg
           where t.name = $1
             and not exists (select from pg_trigger g where g.tgname = trg
                               and g.tgrelid = to_regclass(format('%I.%I', t.nsp, t.rel)))",
-        &[&logical],
+        &[&logical, &names::CAPTURE_TRIGGERS.map(|(_, t)| t).to_vec()],
     )?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }

@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use super::chosen_tables;
 use super::diff::side::Side;
-use super::diff::{self, Flow, KeyRows, Progress, Sink};
+use super::diff::{self, Flow, KeyRows, Sink};
+use crate::progress::Progress;
 
 /// Pending keys listed by name; beyond this only counted.
 const PENDING_SHOWN: usize = 100;

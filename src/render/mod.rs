@@ -146,6 +146,17 @@ fn build_environment<'a>(sources: &[(&'a str, &'a str)]) -> Environment<'a> {
     env.add_filter("qi", qi);
     env.add_filter("ql", ql);
     env.add_filter("ql_or_null", ql_or_null);
+    env.add_global("lock_key", crate::locks::LOCK_KEY);
+    env.add_global("notify_channel", names::NOTIFY_CHANNEL);
+    env.add_global("applying_setting", names::APPLYING_SETTING);
+    env.add_global(
+        "capture_triggers",
+        Value::from_pairs(names::CAPTURE_TRIGGERS),
+    );
+    // A dispatch template's `else`: a query name no branch knows is an error, not an empty statement.
+    env.add_function("raise", |message: String| -> Result<Value, Error> {
+        Err(Error::new(ErrorKind::InvalidOperation, message))
+    });
     env.set_formatter(|out, _state, value| {
         if value.is_safe() || value.as_i64().is_some() {
             write!(out, "{value}").map_err(|e| Error::new(ErrorKind::WriteFailure, e.to_string()))
@@ -206,9 +217,6 @@ fn render_in(
     Ok(sql)
 }
 
-/// Advisory lock taken by every changing command, so two repctl runs never interleave on a node.
-pub const LOCK_KEY: i64 = 0x7265_7063_746c;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,10 +224,36 @@ mod tests {
 
     #[test]
     fn plain_strings_are_refused() {
-        let mut env = Environment::new();
-        env.add_template("t", "{{ x }}").unwrap();
+        let sources = [("t", "{{ x }}"), ("q", "{{ x | qi }} {{ x | ql }} {{ n }}")];
+        let env = build_environment(&sources);
+        let plain = context! { x => "users; drop table t", n => 7 };
+        let err = render_in(&sources, &env, "t", &plain).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unquoted value 'users; drop table t' in SQL template"),
+            "{err:#}"
+        );
+        assert_eq!(
+            render_in(&sources, &env, "q", &plain).unwrap(),
+            "\"users; drop table t\" 'users; drop table t' 7\n"
+        );
+        // The `safe` filter, which would let a template mark any string as SQL, is gone.
+        let sources = [("s", "{{ x | safe }}")];
+        let err = render_in(&sources, &build_environment(&sources), "s", &plain).unwrap_err();
+        assert!(format!("{err:#}").contains("unknown filter"), "{err:#}");
+        // Strict: an undefined variable is an error too.
         let err = render("node/init.sql", &context! {}).unwrap_err();
         assert!(format!("{err:#}").contains("undefined"), "{err:#}");
+    }
+
+    #[test]
+    fn dispatch_templates_refuse_an_unknown_query() {
+        for template in ["ops/copy.sql", "ops/diff.sql", "ops/repair.sql"] {
+            let err = render(template, &context! { query => "no_such_query" }).unwrap_err();
+            assert!(
+                format!("{err:#}").contains(&format!("{template} has no query no_such_query")),
+                "{template}: {err:#}"
+            );
+        }
     }
 
     #[test]

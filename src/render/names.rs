@@ -4,6 +4,25 @@
 
 const MAX_IDENT: usize = 63;
 
+// Fixed names that Rust and the generated SQL share; the templates get them as globals
+// (see `render`).
+
+/// The capture triggers add-table puts on a replicated table, by the event each fires on.
+pub const CAPTURE_TRIGGERS: [(&str, &str); 4] = [
+    ("insert", "repctl_capture_insert"),
+    ("update", "repctl_capture_update"),
+    ("delete", "repctl_capture_delete"),
+    ("truncate", "repctl_capture_truncate"),
+];
+
+/// Channel the capture triggers and the flush notify when they leave changes queued; `repctl run`
+/// listens on it.
+pub const NOTIFY_CHANNEL: &str = "repctl";
+
+/// Transaction-local setting that marks changes applied from a peer (or by repair and the initial
+/// copy): the capture triggers do not send them on.
+pub const APPLYING_SETTING: &str = "repctl.applying";
+
 /// `prefix_readable_hash`: readable part sanitized and cut to fit, the hash over the exact source.
 pub fn derived(prefix: &str, source: &str) -> String {
     let hash = format!("{:012x}", fnv1a(source.as_bytes()) & 0xffff_ffff_ffff);

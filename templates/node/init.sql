@@ -226,7 +226,15 @@ drop function if exists repctl.change_json(repctl.queue);
 -- (src/apply/drain.rs). The snapshot does not list transactions that took their id after the last
 -- one to finish; an id taken now, after the snapshot, is its lowest running one only when there
 -- were none.
-drop function if exists repctl.read_queue(text, bigint, bigint);
+-- Its result gained the change's count (n); a second init keeps the function as it is.
+do $do$
+begin
+  if not exists (select from pg_proc where proname = 'read_queue' and pronamespace = 'repctl'::regnamespace
+                                      and 'n' = any (proargnames)) then
+    drop function if exists repctl.read_queue(text, bigint, bigint);
+  end if;
+end
+$do$;
 create or replace function repctl.read_queue(p_peer text, p_after bigint, p_limit bigint)
 returns table (seq bigint, tbl text, op text, r text, o text, ts text, resolved boolean, n integer, settled boolean)
 language sql volatile
@@ -367,7 +375,7 @@ begin
     -- Changes queued earlier for this peer go first (the seed's section 3 reordering).
     if exists (select from repctl.queue q where q.peer = v_peer.name and q.seq < v_from)
        or exists (select from repctl.queue q where q.peer = v_peer.name and q.seq > v_from and q.xid <> v_me) then
-      perform pg_notify('repctl', v_peer.name);
+      perform pg_notify({{ notify_channel | ql }}, v_peer.name);
       continue;
     end if;
     select repctl.changes_json(array_agg(q order by q.seq))::jsonb,
@@ -416,7 +424,7 @@ begin
       if coalesce(v_conn = any ({{ dblink_schema | qi }}.dblink_get_connections()), false) then
         perform {{ dblink_schema | qi }}.dblink_disconnect(v_conn);
       end if;
-      perform pg_notify('repctl', v_peer.name);
+      perform pg_notify({{ notify_channel | ql }}, v_peer.name);
       if v_strict then
         raise exception 'repctl: peer % did not take this transaction''s changes: %', v_peer.name, sqlerrm
           using hint = 'the table is set to --on-peer-failure error; the local write is rolled back';
@@ -474,7 +482,7 @@ begin
       using hint = 'run the same repctl version on every node';
   end if;
   -- Marks this transaction as replication so the capture triggers do not send the changes back.
-  perform set_config('repctl.applying', 'on', true);
+  perform set_config({{ applying_setting | ql }}, 'on', true);
   for v_segment in
     select p_changes -> 't' ->> 0 as tbl, false as trunc, 1::bigint as lo, jsonb_array_length(p_changes -> 't')::bigint as hi,
            true as whole
@@ -588,7 +596,7 @@ begin
       if v_table.conflict = 'target-wins'
          and exists (select from repctl.queue where peer = p_origin and resolved and xid = pg_current_xact_id()) then
         -- Wakes `repctl run` here to send the kept rows back.
-        perform pg_notify('repctl', p_origin);
+        perform pg_notify({{ notify_channel | ql }}, p_origin);
       end if;
     end if;
     v_count := v_count + coalesce(cardinality(p_values) / cardinality(p_columns), v_segment.hi - v_segment.lo + 1);

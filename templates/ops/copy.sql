@@ -20,4 +20,6 @@ truncate only {{ table }}
 copy (select {{ cols() }} from only {{ table }}{% if where %} where ({{ where }}){% endif %}) to stdout
 {% elif query == "copy_in" %}
 copy {{ table }} ({{ cols() }}) from stdin
+{% else %}
+{{ raise("ops/copy.sql has no query " ~ query) }}
 {% endif %}

@@ -91,4 +91,6 @@ select q.k::text
  where q.k in (select c::jsonb from unnest($2::text[]) as c)
 union all
 select '*' where exists (select from repctl.queue where tbl = $1 and op = 'T')
+{% else %}
+{{ raise("ops/diff.sql has no query " ~ query) }}
 {% endif %}

@@ -16,7 +16,7 @@ hashtext(row({% for c in columns %}{{ a | qi }}.{{ c.name | qi }}{% if not loop.
 {%- endmacro -%}
 {% if query == "begin" %}
 -- repctl repair: node {{ node | ql }}, table {{ name | ql }}, from node {{ source | ql }}
-select set_config('repctl.applying', 'on', true);
+select set_config({{ applying_setting | ql }}, 'on', true);
 {% for s in text_settings %}
 select set_config({{ s[0] | ql }}, {{ s[1] | ql }}, true);
 {% endfor %}
@@ -55,4 +55,6 @@ values
 {% endfor %}
 on conflict ({% for k in key %}{{ k.name | qi }}{% if not loop.last %}, {% endif %}{% endfor %}) do nothing
 returning {{ keyjson("t") }};
+{% else %}
+{{ raise("ops/repair.sql has no query " ~ query) }}
 {% endif %}

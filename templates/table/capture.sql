@@ -44,7 +44,7 @@ set jit = off
 as $fn$
 begin
   -- Changes applied from a peer are not sent on (no loops, for any number of nodes).
-  if current_setting('repctl.applying', true) = 'on' then
+  if current_setting({{ applying_setting | ql }}, true) = 'on' then
     return null;
   end if;
 {% if mode == "sync" %}
@@ -76,19 +76,24 @@ begin
      cross join repctl.peer p
 {{ track_close() }};
   else
-    -- Before the truncate, as a delete of every row: each is then decided like any delete (it
-    -- loses to a newer version of its key elsewhere, a change of the key queued on a peer
-    -- supersedes it), where a truncate on arrival would also remove rows written there since.
+{% if versioned %}
+    -- Before the truncate, as a delete of every row: each then loses to a newer version of its
+    -- key elsewhere, as any delete does, where a truncate on arrival would also remove rows
+    -- written there since. The agent must be able to read the table (a superuser agent can).
     {{ track_open() }}insert into repctl.queue (peer, tbl, op, o{{ count_column() }})
     select p.name, {{ name | ql }}, 'D', c.o{{ count_of(["c"], "o") }}
       from (select {{ image("o") }} as o from {% if where %}(select * from {{ table }} where ({{ where }})){% else %}{{ table }}{% endif %} o) c
      cross join repctl.peer p
 {{ track_close() }};
+{% else %}
+    insert into repctl.queue (peer, tbl, op)
+    select p.name, {{ name | ql }}, 'T' from repctl.peer p;
+{% endif %}
   end if;
 {% if mode == "async" %}
   -- Wakes `repctl run` at commit (notifications of one transaction are folded into one).
   if found then
-    perform pg_notify('repctl', '');
+    perform pg_notify({{ notify_channel | ql }}, '');
   end if;
 {% endif %}
   return null;
@@ -96,15 +101,15 @@ end
 $fn$;
 revoke all on function repctl.{{ capture_fn | qi }}() from public;
 
-drop trigger if exists repctl_capture_insert on {{ table }};
-create trigger repctl_capture_insert after insert on {{ table }}
+drop trigger if exists {{ capture_triggers.insert | qi }} on {{ table }};
+create trigger {{ capture_triggers.insert | qi }} after insert on {{ table }}
   referencing new table as new_rows for each statement execute function repctl.{{ capture_fn | qi }}();
-drop trigger if exists repctl_capture_update on {{ table }};
-create trigger repctl_capture_update after update on {{ table }}
+drop trigger if exists {{ capture_triggers.update | qi }} on {{ table }};
+create trigger {{ capture_triggers.update | qi }} after update on {{ table }}
   referencing old table as old_rows new table as new_rows for each statement execute function repctl.{{ capture_fn | qi }}();
-drop trigger if exists repctl_capture_delete on {{ table }};
-create trigger repctl_capture_delete after delete on {{ table }}
+drop trigger if exists {{ capture_triggers.delete | qi }} on {{ table }};
+create trigger {{ capture_triggers.delete | qi }} after delete on {{ table }}
   referencing old table as old_rows for each statement execute function repctl.{{ capture_fn | qi }}();
-drop trigger if exists repctl_capture_truncate on {{ table }};
-create trigger repctl_capture_truncate before truncate on {{ table }}
+drop trigger if exists {{ capture_triggers.truncate | qi }} on {{ table }};
+create trigger {{ capture_triggers.truncate | qi }} {% if versioned %}before{% else %}after{% endif %} truncate on {{ table }}
   for each statement execute function repctl.{{ capture_fn | qi }}();

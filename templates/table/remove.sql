@@ -1,10 +1,10 @@
 -- repctl remove-table {{ name | ql }} on node {{ node | ql }}: {{ table }}
 select pg_advisory_xact_lock({{ lock_key }});
 {% if table_exists %}
-drop trigger if exists repctl_capture_insert on {{ table }};
-drop trigger if exists repctl_capture_update on {{ table }};
-drop trigger if exists repctl_capture_delete on {{ table }};
-drop trigger if exists repctl_capture_truncate on {{ table }};
+drop trigger if exists {{ capture_triggers.insert | qi }} on {{ table }};
+drop trigger if exists {{ capture_triggers.update | qi }} on {{ table }};
+drop trigger if exists {{ capture_triggers.delete | qi }} on {{ table }};
+drop trigger if exists {{ capture_triggers.truncate | qi }} on {{ table }};
 {% endif %}
 drop function if exists repctl.{{ capture_fn | qi }}();
 drop function if exists repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb, text[], text[]);

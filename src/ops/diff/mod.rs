@@ -19,6 +19,8 @@ use serde::Serialize;
 
 use side::{Range, Side, each};
 
+use crate::progress::Progress;
+
 /// Rows per block: differing blocks of about this size are read key by key.
 pub const BLOCK_ROWS: i64 = 1000;
 /// Blocks per round trip of the reference's walk (and per step of the progress bar).
@@ -53,21 +55,6 @@ pub trait Sink {
     fn wanted(&self) -> Option<usize> {
         None
     }
-}
-
-/// Progress of a long comparison or copy, so the CLI can draw a bar without the library printing.
-pub trait Progress {
-    fn start(&mut self, label: &str, total: u64);
-    fn advance(&mut self, n: u64);
-    fn finish(&mut self);
-}
-
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn start(&mut self, _: &str, _: u64) {}
-    fn advance(&mut self, _: u64) {}
-    fn finish(&mut self) {}
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
