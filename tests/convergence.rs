@@ -272,7 +272,12 @@ fn history(rule: Rule, names: &[&'static str], seed: u64, steps: usize) {
         n.exec("create table cv (v int not null, id int primary key)");
     }
     s.repctl_ok(&["init"], 0);
-    let mut args = vec!["add-table".to_string(), "public.cv".into(), "--mode".into(), "async".into()];
+    let mut args = vec![
+        "add-table".to_string(),
+        "public.cv".into(),
+        "--mode".into(),
+        "async".into(),
+    ];
     args.extend(rule.args(names));
     s.repctl_ok(&args.iter().map(String::as_str).collect::<Vec<_>>(), 0);
 
@@ -307,7 +312,8 @@ fn history(rule: Rule, names: &[&'static str], seed: u64, steps: usize) {
                 let changes: Vec<(i32, Option<i32>)> = match (here.get(&k), rng.below(6)) {
                     (None, _) => {
                         let v = rng.pick(&VALUES);
-                        c.execute("insert into cv (id, v) values ($1, $2)", &[&k, &v]).unwrap();
+                        c.execute("insert into cv (id, v) values ($1, $2)", &[&k, &v])
+                            .unwrap();
                         vec![(k, Some(v))]
                     }
                     (Some(_), 0) => {
@@ -316,7 +322,8 @@ fn history(rule: Rule, names: &[&'static str], seed: u64, steps: usize) {
                     }
                     (Some(&v), 1) if KEYS.iter().any(|n| !here.contains_key(n)) => {
                         let to = *KEYS.iter().find(|n| !here.contains_key(n)).unwrap();
-                        c.execute("update cv set id = $2 where id = $1", &[&k, &to]).unwrap();
+                        c.execute("update cv set id = $2 where id = $1", &[&k, &to])
+                            .unwrap();
                         vec![(k, None), (to, Some(v))]
                     }
                     (Some(_), 2) if rule.versioned() && rng.below(4) == 0 => {
@@ -324,8 +331,13 @@ fn history(rule: Rule, names: &[&'static str], seed: u64, steps: usize) {
                         here.keys().map(|k| (*k, None)).collect()
                     }
                     (Some(&v), _) => {
-                        let to = *VALUES.iter().filter(|n| **n != v).nth(rng.below(3)).unwrap();
-                        c.execute("update cv set v = $2 where id = $1", &[&k, &to]).unwrap();
+                        let to = *VALUES
+                            .iter()
+                            .filter(|n| **n != v)
+                            .nth(rng.below(3))
+                            .unwrap();
+                        c.execute("update cv set v = $2 where id = $1", &[&k, &to])
+                            .unwrap();
                         vec![(k, Some(to))]
                     }
                 };
@@ -354,15 +366,34 @@ fn history(rule: Rule, names: &[&'static str], seed: u64, steps: usize) {
                         repctl::apply::drain::apply_batch(&mut peer, names[from], &b, &b.seqs)
                             .unwrap_or_else(|e| fail(&log, format!("replay: {e}")));
                     }
-                    repctl::apply::drain::settle_applied(&mut origin, &mut peer, names[from], names[to])
-                        .unwrap();
-                    log.push(format!("{step}: {n} from {} to {} applied twice", names[from], names[to]));
+                    repctl::apply::drain::settle_applied(
+                        &mut origin,
+                        &mut peer,
+                        names[from],
+                        names[to],
+                    )
+                    .unwrap();
+                    log.push(format!(
+                        "{step}: {n} from {} to {} applied twice",
+                        names[from], names[to]
+                    ));
                 } else {
                     s.repctl_ok(
-                        &["drain", "--from", names[from], "--to", names[to], "--limit", &n.to_string()],
+                        &[
+                            "drain",
+                            "--from",
+                            names[from],
+                            "--to",
+                            names[to],
+                            "--limit",
+                            &n.to_string(),
+                        ],
                         0,
                     );
-                    log.push(format!("{step}: drain {n} from {} to {}", names[from], names[to]));
+                    log.push(format!(
+                        "{step}: drain {n} from {} to {}",
+                        names[from], names[to]
+                    ));
                 }
                 model.deliver(from, to, n);
             }
@@ -379,7 +410,13 @@ fn history(rule: Rule, names: &[&'static str], seed: u64, steps: usize) {
             for (i, c) in clients.iter_mut().enumerate() {
                 let (got, want) = (rows(c), model.rows(i));
                 if got != want {
-                    fail(&log, format!("after step {step}, {} has {got:?}, the model {want:?}", names[i]));
+                    fail(
+                        &log,
+                        format!(
+                            "after step {step}, {} has {got:?}, the model {want:?}",
+                            names[i]
+                        ),
+                    );
                 }
             }
         }
@@ -405,18 +442,35 @@ fn history(rule: Rule, names: &[&'static str], seed: u64, steps: usize) {
     for (i, c) in clients.iter_mut().enumerate() {
         let got = rows(c);
         if got != first {
-            fail(&log, format!("{} has {got:?}, {} has {first:?}", names[i], names[0]));
+            fail(
+                &log,
+                format!("{} has {got:?}, {} has {first:?}", names[i], names[0]),
+            );
         }
         if rule.modelled() && got != model.rows(i) {
-            fail(&log, format!("{} has {got:?}, the model {:?}", names[i], model.rows(i)));
+            fail(
+                &log,
+                format!("{} has {got:?}, the model {:?}", names[i], model.rows(i)),
+            );
         }
-        let logged = s.node(names[i]).count("select count(*) from repctl.conflict");
+        let logged = s
+            .node(names[i])
+            .count("select count(*) from repctl.conflict");
         if model.lost[i] && logged == 0 {
-            fail(&log, format!("a change lost on {} and its conflict log is empty", names[i]));
+            fail(
+                &log,
+                format!(
+                    "a change lost on {} and its conflict log is empty",
+                    names[i]
+                ),
+            );
         }
         let queued = s.node(names[i]).count("select count(*) from repctl.queue");
         if queued != 0 {
-            fail(&log, format!("{} still has {queued} change(s) queued", names[i]));
+            fail(
+                &log,
+                format!("{} still has {queued} change(s) queued", names[i]),
+            );
         }
     }
     s.repctl_ok(&["verify"], 0);
@@ -458,7 +512,17 @@ fn last_write_wins_with_a_value_coincidence() {
         n.exec("create table cv (v int not null, id int primary key)");
     }
     s.repctl_ok(&["init"], 0);
-    s.repctl_ok(&["add-table", "public.cv", "--mode", "async", "--conflict", "last-write-wins"], 0);
+    s.repctl_ok(
+        &[
+            "add-table",
+            "public.cv",
+            "--mode",
+            "async",
+            "--conflict",
+            "last-write-wins",
+        ],
+        0,
+    );
     s.node("n1").exec("insert into cv values (0, 1)");
     s.repctl_ok(&["drain"], 0);
     s.node("n2").exec("update cv set v = 1 where id = 1");
@@ -467,8 +531,15 @@ fn last_write_wins_with_a_value_coincidence() {
     s.repctl_ok(&["drain", "--from", "n2", "--limit", "1"], 0);
     s.repctl_ok(&["drain"], 0);
     for n in ["n1", "n2"] {
-        assert_eq!(s.node(n).count("select v::bigint from cv where id = 1"), 1, "the newest write on {n}");
-        assert!(s.node(n).count("select count(*) from repctl.conflict") > 0, "conflict logged on {n}");
+        assert_eq!(
+            s.node(n).count("select v::bigint from cv where id = 1"),
+            1,
+            "the newest write on {n}"
+        );
+        assert!(
+            s.node(n).count("select count(*) from repctl.conflict") > 0,
+            "conflict logged on {n}"
+        );
     }
     s.repctl_ok(&["verify"], 0);
 }
