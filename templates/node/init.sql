@@ -295,6 +295,14 @@ begin
 end
 $fn$;
 
+-- The key of each change in a batch (repctl.apply's payload): its row image less the other columns.
+create or replace function repctl.change_keys(p_changes jsonb, p_nonkey text[]) returns setof jsonb
+language sql immutable set search_path = pg_catalog as $fn$
+  select (case when c.op = 'D' then c.o else c.r end) - p_nonkey
+    from rows from (jsonb_array_elements_text(p_changes -> 'op'), jsonb_array_elements(p_changes -> 'r'),
+                    jsonb_array_elements(p_changes -> 'o')) as c(op, r, o)
+$fn$;
+
 create or replace function repctl.changes_json(p_changes repctl.queue[]) returns json
 language sql immutable strict set search_path = pg_catalog as $fn$
   select json_build_object('s', json_agg(q.seq order by q.ordinality), 't', json_agg(q.tbl order by q.ordinality),
@@ -551,19 +559,14 @@ begin
         select jsonb_agg(jsonb_build_object('k', v.k, 'origin', v.origin, 'ts', v.ts, 'n', v.n)) into v_versions
           from repctl.version v
          where v.tbl = v_segment.tbl
-           and v.k in (select (case when c.op = 'D' then c.o else c.r end) - v_table.nonkey
-                         from rows from (jsonb_array_elements_text(v_changes -> 'op'), jsonb_array_elements(v_changes -> 'r'),
-                                         jsonb_array_elements(v_changes -> 'o')) as c(op, r, o));
+           and v.k in (select repctl.change_keys(v_changes, v_table.nonkey));
       elsif v_table.conflict in ('origin-wins', 'target-wins') and not v_segment.trunc then
         -- The batch's keys this node has changes of queued for the origin: a change of such a key
         -- is concurrent with this node's, even where the values coincide.
         select jsonb_agg(distinct coalesce(q.r, q.o) - v_table.nonkey) into v_versions
           from repctl.queue q
          where q.peer = p_origin and q.tbl = v_segment.tbl
-           and coalesce(q.r, q.o) - v_table.nonkey
-               in (select (case when c.op = 'D' then c.o else c.r end) - v_table.nonkey
-                     from rows from (jsonb_array_elements_text(v_changes -> 'op'), jsonb_array_elements(v_changes -> 'r'),
-                                     jsonb_array_elements(v_changes -> 'o')) as c(op, r, o));
+           and coalesce(q.r, q.o) - v_table.nonkey in (select repctl.change_keys(v_changes, v_table.nonkey));
       end if;
       -- The table's apply decides and writes the table (as its owner); what it decided is recorded
       -- here: the audit log, versions, and this node's own changes superseded or sent back.

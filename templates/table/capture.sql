@@ -31,8 +31,18 @@ row({% for c in key_columns %}{{ alias | qi }}.{{ c | qi }}{% if not loop.last %
              where v.tbl = {{ name | ql }}
                and v.k = coalesce({% for a in aliases %}{{ a | qi }}.{{ column | qi }}{% if not loop.last %}, {% endif %}{% endfor %}) - {{ non_key_columns | ql }}::text[]){% endif %}
 {%- endmacro -%}
+{#- The transition table `rows`, or with none the table itself, as far as --where takes it. -#}
 {%- macro filtered(rows) -%}
-{% if where %}(select * from {{ rows | qi }} where ({{ where }})){% else %}{{ rows | qi }}{% endif %}
+{% if rows %}{% set from = rows | qi %}{% else %}{% set from = table %}{% endif %}
+{% if where %}(select * from {{ from }} where ({{ where }})){% else %}{{ from }}{% endif %}
+{%- endmacro -%}
+{#- A delete of each of `rows` (see filtered). -#}
+{%- macro queue_deletes(rows) -%}
+{{ track_open() }}insert into repctl.queue (peer, tbl, op, o{{ count_column() }})
+    select p.name, {{ name | ql }}, 'D', c.o{{ count_of(["c"], "o") }}
+      from (select {{ image("o") }} as o from {{ filtered(rows) }} o) c
+     cross join repctl.peer p
+{{ track_close() }}
 {%- endmacro -%}
 -- Capture for {{ name | ql }} on node {{ node | ql }} ({{ mode | ql }} mode).
 create or replace function repctl.{{ capture_fn | qi }}() returns trigger
@@ -70,21 +80,13 @@ begin
      where n.r is distinct from o.r
 {{ track_close() }};
   elsif tg_op = 'DELETE' then
-    {{ track_open() }}insert into repctl.queue (peer, tbl, op, o{{ count_column() }})
-    select p.name, {{ name | ql }}, 'D', c.o{{ count_of(["c"], "o") }}
-      from (select {{ image("o") }} as o from {{ filtered("old_rows") }} o) c
-     cross join repctl.peer p
-{{ track_close() }};
+    {{ queue_deletes("old_rows") }};
   else
 {% if versioned %}
     -- Before the truncate, as a delete of every row: each then loses to a newer version of its
     -- key elsewhere, as any delete does, where a truncate on arrival would also remove rows
     -- written there since. The agent must be able to read the table (a superuser agent can).
-    {{ track_open() }}insert into repctl.queue (peer, tbl, op, o{{ count_column() }})
-    select p.name, {{ name | ql }}, 'D', c.o{{ count_of(["c"], "o") }}
-      from (select {{ image("o") }} as o from {% if where %}(select * from {{ table }} where ({{ where }})){% else %}{{ table }}{% endif %} o) c
-     cross join repctl.peer p
-{{ track_close() }};
+    {{ queue_deletes(none) }};
 {% else %}
     insert into repctl.queue (peer, tbl, op)
     select p.name, {{ name | ql }}, 'T' from repctl.peer p;
