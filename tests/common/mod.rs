@@ -60,9 +60,7 @@ fn create_seed_roles(c: &Cluster) {
 /// Statics are never dropped, so a watcher process stops the cluster and removes its files once
 /// this test binary has exited.
 fn stop_when_process_exits(c: &Cluster) {
-    let pg_ctl = repctl::cluster::pg_bindir()
-        .expect("pg_bindir")
-        .join("pg_ctl");
+    let pg_ctl = c.bindir().join("pg_ctl");
     let data = c.data_dir().to_path_buf();
     let root = data.parent().expect("cluster dir").to_path_buf();
     let as_root = std::process::Command::new("id")
