@@ -234,7 +234,11 @@ fn status_reports_nodes_tables_and_missing_objects() {
     for n in status["nodes"].as_array().unwrap() {
         assert_eq!(n["reachable"], true);
         let node = s.node(n["node"].as_str().unwrap());
-        let version: String = node.admin().query_one("show server_version", &[]).unwrap().get(0);
+        let version: String = node
+            .admin()
+            .query_one("show server_version", &[])
+            .unwrap()
+            .get(0);
         assert_eq!(n["server_version"], version.as_str());
         assert_eq!(n["repctl_version"], env!("CARGO_PKG_VERSION"));
     }
