@@ -65,6 +65,9 @@ pub struct ClusterOptions {
     /// Require SCRAM passwords for every role except `postgres`, to
     /// reproduce setups where replication roles log in with a password.
     pub password_auth: bool,
+    /// Server binaries to use instead of [`pg_bindir`]'s, for clusters of
+    /// another PostgreSQL version in the same process.
+    pub bindir: Option<PathBuf>,
 }
 
 /// A running (or stopped) throwaway PostgreSQL cluster.
@@ -89,7 +92,10 @@ pub struct Cluster {
 impl Cluster {
     /// Creates, initialises and starts a new cluster.
     pub fn start(opts: &ClusterOptions) -> Result<Cluster> {
-        let bindir = pg_bindir()?;
+        let bindir = match &opts.bindir {
+            Some(dir) => checked_bindir(dir, "ClusterOptions::bindir")?,
+            None => pg_bindir()?,
+        };
         let as_postgres_user = running_as_root();
         let dir = tempfile::Builder::new()
             .prefix("repctl-pg-")
@@ -169,6 +175,11 @@ impl Cluster {
     /// Directory holding the Unix socket (the cluster's temporary dir).
     pub fn socket_dir(&self) -> &Path {
         &self.root
+    }
+
+    /// Directory of the server binaries this cluster runs.
+    pub fn bindir(&self) -> &Path {
+        &self.bindir
     }
 
     /// The cluster's data directory (`PGDATA`).
@@ -435,10 +446,13 @@ const TEMPLATE_FORMAT: u32 = 1;
 /// that is not ours, or looks incomplete, is ignored. `None` means "run
 /// initdb yourself"; errors only cost speed, so they are not reported.
 fn initdb_template(bindir: &Path, as_postgres_user: bool) -> Option<PathBuf> {
-    static TEMPLATE: OnceLock<Option<PathBuf>> = OnceLock::new();
+    type Templates = std::collections::HashMap<PathBuf, Option<PathBuf>>;
+    static TEMPLATES: OnceLock<std::sync::Mutex<Templates>> = OnceLock::new();
     // Threads starting their first clusters together wait for one build.
-    TEMPLATE
-        .get_or_init(|| build_template(bindir, as_postgres_user).ok())
+    let mut templates = TEMPLATES.get_or_init(Default::default).lock().ok()?;
+    templates
+        .entry(bindir.to_path_buf())
+        .or_insert_with(|| build_template(bindir, as_postgres_user).ok())
         .clone()
 }
 
@@ -504,10 +518,15 @@ fn build_template(bindir: &Path, as_postgres_user: bool) -> Result<PathBuf> {
     }
 }
 
+/// Environment variable naming the `bin` directory of the PostgreSQL that
+/// tests, `repctl demo` and the bench run.
+pub const PG_BIN_ENV: &str = "REPCTL_PG_BIN";
+
 /// Directory with `initdb`, `pg_ctl`, `postgres` (and `pgbench`).
 ///
-/// Uses `pg_config --bindir`, else the newest /usr/lib/postgresql/*/bin
-/// (Debian installs server binaries there, off PATH).
+/// Uses `$REPCTL_PG_BIN` when set, else `pg_config --bindir`, else the
+/// newest /usr/lib/postgresql/*/bin (Debian installs server binaries there,
+/// off PATH).
 pub fn pg_bindir() -> Result<PathBuf> {
     static BINDIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BINDIR
@@ -517,6 +536,9 @@ pub fn pg_bindir() -> Result<PathBuf> {
 }
 
 fn find_bindir() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os(PG_BIN_ENV).filter(|d| !d.is_empty()) {
+        return checked_bindir(Path::new(&dir), PG_BIN_ENV).map_err(|e| e.to_string());
+    }
     // Debian's pg_config wrapper fails unless a -dev package is installed.
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
         && out.status.success()
@@ -548,6 +570,18 @@ fn find_bindir() -> Result<PathBuf, String> {
          or /usr/lib/postgresql/*/bin (install postgresql-15)"
             .to_string()
     })
+}
+
+/// `dir` if it holds `initdb`; `what` names where it came from.
+fn checked_bindir(dir: &Path, what: &str) -> Result<PathBuf> {
+    if dir.join("initdb").is_file() {
+        Ok(dir.to_path_buf())
+    } else {
+        bail!(
+            "{what} = {}: no initdb there (it must name PostgreSQL's bin directory)",
+            dir.display()
+        )
+    }
 }
 
 fn running_as_root() -> bool {

@@ -41,8 +41,10 @@ fn peer_stopped_in_the_middle_of_a_synchronous_transaction() {
     s.repctl_ok(&["verify"], 0);
 }
 
-/// A frozen peer (SIGSTOP) answers nothing, though its kernel still accepts the bytes: the writer
-/// gives up after the flush timeout instead of hanging, and the change is delivered once it thaws.
+/// A frozen peer (SIGSTOP) answers nothing, though its kernel still accepts the connection and the
+/// bytes: a new session's connection gives up after connect_timeout instead of hanging (on 16 and
+/// later through repctl.peer_answers, as dblink_connect ignores it there), later commits queue
+/// behind the change, and it is delivered once the peer thaws.
 #[test]
 fn peer_frozen_with_sigstop() {
     let s = sync_pair();

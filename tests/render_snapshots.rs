@@ -42,8 +42,10 @@ fn init_masks_passwords_in_dry_run() {
 #[test]
 fn init_with_dblink_already_installed() {
     let c = config();
+    // A version whose dblink_connect needs repctl.peer_answers (see templates/node/init.sql).
     let facts = NodeFacts {
         dblink_schema: Some("public".into()),
+        server_version_num: 180000,
     };
     let s = render_init(&c, &c.nodes[1], &facts).unwrap();
     assert!(

@@ -3,11 +3,10 @@
 mod common;
 
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Setup;
-use serde_json::Value;
+use common::run::{start_run, stop_run, total_pending, wait_drained};
 
 const T: &str = "create table public.m (id bigint primary key, origin text, n int, note text)";
 
@@ -19,74 +18,6 @@ fn mesh(names: &[&'static str], mode: &str) -> Setup {
     s.repctl_ok(&["init"], 0);
     s.repctl_ok(&["add-table", "public.m", "--mode", mode], 0);
     s
-}
-
-/// A running `repctl run`, killed if a test fails before stopping it (else it would outlive the test).
-struct Run(Option<Child>);
-
-impl Run {
-    fn child(&mut self) -> &mut Child {
-        self.0.as_mut().expect("running")
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn start_run(s: &Setup, extra: &[&str]) -> Run {
-    Run(Some(
-        Command::new(assert_cmd::cargo::cargo_bin("repctl"))
-            .arg("--config")
-            .arg(&s.config)
-            .arg("run")
-            .args(["--stats-every", "1"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start repctl run"),
-    ))
-}
-
-fn total_pending(s: &Setup) -> Option<i64> {
-    let out = s.repctl(&["lag", "--json"]);
-    let pairs: Vec<Value> = serde_json::from_slice(&out.stdout).ok()?;
-    // Null while the origin is down: unknown, not nothing.
-    pairs.iter().map(|p| p["pending"].as_i64()).sum()
-}
-
-fn wait_drained(s: &Setup, within: Duration) {
-    let deadline = Instant::now() + within;
-    while total_pending(s) != Some(0) {
-        assert!(
-            Instant::now() < deadline,
-            "queues not drained within {within:?}: {:?}",
-            total_pending(s)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn stop_run(mut run: Run) -> String {
-    let mut child = run.0.take().expect("running");
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = child.wait().unwrap();
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    assert!(status.success(), "run exited with {status:?}:\n{log}");
-    log
 }
 
 /// Three nodes, async mode, writers on all three at once on disjoint keys, `run` delivering.

@@ -512,7 +512,8 @@ fn a_dedicated_agent_owns_repctl() {
                 "repctl.arm_flush",
                 "repctl.capture",
                 "repctl.check_peer",
-                "repctl.flush"
+                "repctl.flush",
+                "repctl.try_connect"
             ],
             "node {}: SECURITY DEFINER functions",
             n.name

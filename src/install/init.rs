@@ -18,10 +18,15 @@ pub const FLUSH_TIMEOUT: &str = "10 seconds";
 pub struct NodeFacts {
     /// Schema of an already installed dblink extension; None installs it into `repctl`.
     pub dblink_schema: Option<String>,
+    /// The node's `server_version_num`: the template decides what a version needs.
+    pub server_version_num: i32,
 }
 
 /// Reads a node's facts and checks what init needs there.
 pub fn node_facts(node: &Node, client: &mut Client) -> Result<NodeFacts> {
+    let server_version_num: i32 = client
+        .query_one("select current_setting('server_version_num')::int4", &[])?
+        .get(0);
     let dblink_schema: Option<String> = client
         .query_opt(
             "select n.nspname::text from pg_extension e join pg_namespace n on n.oid = e.extnamespace
@@ -55,7 +60,10 @@ pub fn node_facts(node: &Node, client: &mut Client) -> Result<NodeFacts> {
             );
         }
     }
-    Ok(NodeFacts { dblink_schema })
+    Ok(NodeFacts {
+        dblink_schema,
+        server_version_num,
+    })
 }
 
 /// The transaction-local setting that carries user-mapping options (passwords) to the init script,
@@ -84,23 +92,21 @@ pub fn render_agent(config: &Config, node: &Node) -> Result<Script> {
 pub fn render_init(config: &Config, node: &Node, facts: &NodeFacts) -> Result<Script> {
     let mut mappings = Map::new();
     let mut masked = Map::new();
+    // The user mapping of the foreign server reaching `target`, real and masked.
+    let mut add_mapping = |server: &str, target: &Node| {
+        let mut mapping = target.peer.user_mapping_options();
+        mappings.insert(server.to_string(), json_value(&mapping));
+        mapping
+            .iter_mut()
+            .filter(|(k, _)| crate::conninfo::is_secret(k))
+            .for_each(|(_, v)| *v = "********".into());
+        masked.insert(server.to_string(), json_value(&mapping));
+    };
     let peers: Vec<_> = config
         .peers_of(node)
         .map(|peer| {
             let server = names::server(&peer.name);
-            let mut mapping = peer.peer.user_mapping_options();
-            mappings.insert(
-                server.clone(),
-                serde_json::from_str(&json_object(&mapping)).expect("valid json"),
-            );
-            mapping
-                .iter_mut()
-                .filter(|(k, _)| crate::conninfo::is_secret(k))
-                .for_each(|(_, v)| *v = "********".into());
-            masked.insert(
-                server.clone(),
-                serde_json::from_str(&json_object(&mapping)).expect("valid json"),
-            );
+            add_mapping(&server, peer);
             context! {
                 name => peer.name.clone(),
                 server,
@@ -109,6 +115,9 @@ pub fn render_init(config: &Config, node: &Node, facts: &NodeFacts) -> Result<Sc
             }
         })
         .collect();
+    // This node as its peers reach it, for the sessions the template may open to itself.
+    let self_server = names::server(&node.name);
+    add_mapping(&self_server, node);
     let sql = render::render(
         "node/init.sql",
         &context! {
@@ -119,6 +128,9 @@ pub fn render_init(config: &Config, node: &Node, facts: &NodeFacts) -> Result<Sc
             peer_role => node.peer.get("user"),
             agent => config.agent.role.clone(),
             flush_timeout => FLUSH_TIMEOUT,
+            server_version_num => facts.server_version_num,
+            self_server,
+            self_server_options => json_object(&node.peer.server_options()),
             user_mappings_setting => USER_MAPPINGS_SETTING,
             peers,
         },
@@ -135,11 +147,16 @@ pub fn render_init(config: &Config, node: &Node, facts: &NodeFacts) -> Result<Sc
 }
 
 fn json_object(pairs: &[(String, String)]) -> String {
-    let map: Map<String, Json> = pairs
-        .iter()
-        .map(|(k, v)| (k.clone(), Json::String(v.clone())))
-        .collect();
-    Json::Object(map).to_string()
+    json_value(pairs).to_string()
+}
+
+fn json_value(pairs: &[(String, String)]) -> Json {
+    Json::Object(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+            .collect(),
+    )
 }
 
 /// Connects to every node, failing with the node's name when one is unreachable.

@@ -345,6 +345,55 @@ when others then
 end
 $fn$;
 
+-- Before the flush opens a connection to a peer: raises unless the peer answers a connection within
+-- its foreign server's connect_timeout. From PostgreSQL 16 on, dblink_connect waits for the peer in
+-- a loop of its own that honours interrupts but not connect_timeout, so a peer that accepts the
+-- connection and then answers nothing (frozen, hung) would hold a writer's commit forever: nothing
+-- interrupts it there, as no statement_timeout runs at commit. A statement in another session is
+-- interrupted, so a session on this node (through foreign server {{ self_server | ql }}, this node as
+-- its peers reach it) tries the same connection under a statement_timeout of that length. (A peer
+-- that stops answering in the moment between this try and the flush's own connect still holds it.)
+-- Up to 15, dblink_connect honours connect_timeout itself.
+create or replace function repctl.peer_answers(p_server name) returns void
+language plpgsql set search_path = pg_catalog, pg_temp as $fn$
+{% if server_version_num >= 160000 %}declare
+  v_timeout_s integer := (select o.option_value::integer from pg_foreign_server s, pg_options_to_table(s.srvoptions) o
+                           where s.srvname = p_server and o.option_name = 'connect_timeout');
+begin
+  -- libpq's own rule: no connect_timeout (or 0) waits forever.
+  if coalesce(v_timeout_s, 0) <= 0 then
+    return;
+  end if;
+  perform {{ dblink_schema | qi }}.dblink_connect('repctl_self', {{ self_server | ql }});
+  begin
+    perform {{ dblink_schema | qi }}.dblink_exec('repctl_self', format('set statement_timeout = %s', v_timeout_s * 1000));
+    perform {{ dblink_schema | qi }}.dblink_send_query('repctl_self', format('select 1 from repctl.try_connect(%L)', p_server));
+    perform from {{ dblink_schema | qi }}.dblink_get_result('repctl_self') as tried(one integer);
+  -- The other session's statement_timeout arrives as query_canceled, which the flush's `when others`
+  -- would not catch: raised again as an error of its own.
+  exception when others or query_canceled then
+    perform {{ dblink_schema | qi }}.dblink_disconnect('repctl_self');
+    raise exception 'no connection within % s: %', v_timeout_s, sqlerrm;
+  end;
+  perform {{ dblink_schema | qi }}.dblink_disconnect('repctl_self');
+end
+{% else %}begin
+end
+{% endif %}$fn$;
+-- What peer_answers runs in the other session: one connection to a peer, as the flush makes it (as
+-- the agent, whose user mapping it uses). Only to repctl's peers: dblink would take any other text
+-- for a connection string.
+create or replace function repctl.try_connect(p_server name) returns void
+language plpgsql security definer set search_path = pg_catalog, pg_temp as $fn$
+begin
+  if not exists (select from repctl.peer where server = p_server) then
+    raise exception 'repctl: % is not a peer''s foreign server', p_server;
+  end if;
+  perform {{ dblink_schema | qi }}.dblink_connect('repctl_try', p_server);
+  perform {{ dblink_schema | qi }}.dblink_disconnect('repctl_try');
+end
+$fn$;
+
 -- Called by every capture trigger in synchronous mode: asks for one flush at commit per transaction.
 -- Called before the first captured statement of a transaction; remembers a sequence value below
 -- all of this transaction's changes, so the flush finds them (and older ones) by index range.
@@ -397,6 +446,7 @@ begin
     v_conn := v_peer.server;
     begin
       if not coalesce(v_conn = any ({{ dblink_schema | qi }}.dblink_get_connections()), false) then
+        perform repctl.peer_answers(v_peer.server);
         perform {{ dblink_schema | qi }}.dblink_connect(v_conn, v_peer.server);
         -- Two nodes flushing changes to the same row at once would wait on each other's row locks
         -- forever; after this the later one gives up and its changes stay queued.
@@ -638,9 +688,10 @@ grant execute on function {{ dblink_schema | qi }}.dblink_connect(text, text), {
   {{ dblink_schema | qi }}.dblink_exec(text, text), {{ dblink_schema | qi }}.dblink_send_query(text, text),
   {{ dblink_schema | qi }}.dblink_is_busy(text), {{ dblink_schema | qi }}.dblink_get_result(text),
   {{ dblink_schema | qi }}.dblink_get_connections() to {{ agent | qi }};
-{% if peer_role %}-- The role the other nodes log in as (peer_dsn's user) may only apply changes.
+{% if peer_role %}-- The role the other nodes log in as (peer_dsn's user) may only apply changes (and, logged in
+-- from this node itself, try a connection to a peer for repctl.peer_answers).
 grant usage on schema repctl to {{ peer_role | qi }};
-grant execute on function repctl.apply(text, jsonb, bigint[], text[], text[]) to {{ peer_role | qi }};
+grant execute on function repctl.apply(text, jsonb, bigint[], text[], text[]), repctl.try_connect(name) to {{ peer_role | qi }};
 {% endif %}
 {% for peer in peers %}
 -- Peer {{ peer.name | ql }}: reached through foreign server {{ peer.server | qi }}.
@@ -654,9 +705,18 @@ grant usage on foreign server {{ peer.server | qi }} to {{ agent | qi }};
 select repctl.ensure_user_mapping({{ peer.server | ql }}, {{ agent | ql }},
   current_setting({{ user_mappings_setting | ql }})::jsonb -> {{ peer.server | ql }});
 {% endfor %}
+{% if server_version_num >= 160000 %}
+-- This node as its peers reach it, for repctl.peer_answers.
+select repctl.ensure_server({{ self_server | ql }}, {{ self_server_options | ql }}::jsonb);
+grant usage on foreign server {{ self_server | qi }} to {{ agent | qi }};
+select repctl.ensure_user_mapping({{ self_server | ql }}, {{ agent | ql }},
+  current_setting({{ user_mappings_setting | ql }})::jsonb -> {{ self_server | ql }});
+{% endif %}
 select repctl.adopt();
 {% for peer in peers %}
 select repctl.check_peer({{ peer.server | ql }}, {{ peer.name | ql }});
 {% endfor %}
+{% if server_version_num >= 160000 %}select repctl.check_peer({{ self_server | ql }}, {{ node | ql }});
+{% endif %}
 -- Capture joins every statement's rows with the peers: the planner must know there are few.
 analyze repctl.peer;

@@ -2,6 +2,8 @@
 //! database pair per test), the real `repctl` binary, and the seed article's own checks.
 #![allow(dead_code)]
 
+pub mod run;
+
 use std::path::PathBuf;
 use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,9 +62,7 @@ fn create_seed_roles(c: &Cluster) {
 /// Statics are never dropped, so a watcher process stops the cluster and removes its files once
 /// this test binary has exited.
 fn stop_when_process_exits(c: &Cluster) {
-    let pg_ctl = repctl::cluster::pg_bindir()
-        .expect("pg_bindir")
-        .join("pg_ctl");
+    let pg_ctl = c.bindir().join("pg_ctl");
     let data = c.data_dir().to_path_buf();
     let root = data.parent().expect("cluster dir").to_path_buf();
     let as_root = std::process::Command::new("id")
@@ -219,13 +219,20 @@ impl Setup {
     /// Nodes on clusters of their own, so a test can stop, freeze or restart them. With
     /// `password_auth`, the seed's roles exist and must log in with passwords.
     pub fn owned(names: &[&'static str], password_auth: bool) -> Setup {
-        let opts = ClusterOptions {
-            password_auth,
-            ..Default::default()
-        };
-        let homes = names
+        let nodes: Vec<_> = names.iter().map(|n| (*n, None)).collect();
+        Setup::owned_on(&nodes, password_auth)
+    }
+
+    /// Like [`Setup::owned`], each node on the PostgreSQL of the given bin dir (None: the default).
+    pub fn owned_on(nodes: &[(&'static str, Option<PathBuf>)], password_auth: bool) -> Setup {
+        let homes = nodes
             .iter()
-            .map(|n| {
+            .map(|(n, bindir)| {
+                let opts = ClusterOptions {
+                    password_auth,
+                    bindir: bindir.clone(),
+                    ..Default::default()
+                };
                 let c = Cluster::start(&opts).expect("start cluster");
                 if password_auth {
                     create_seed_roles(&c);
@@ -395,6 +402,16 @@ impl Setup {
             .iter()
             .find(|n| n.name == name)
             .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// The real binary against this setup's config, with the peers' passwords, to spawn.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("repctl"));
+        cmd.arg("--config").arg(&self.config).args(args);
+        for (var, pw) in &self.logins {
+            cmd.env(var, pw);
+        }
+        cmd
     }
 
     /// Runs the real binary against this setup's config.
