@@ -103,6 +103,10 @@ pub struct AddTable {
     pub conflict_column: Option<String>,
     /// For node-priority: node names, highest priority first.
     pub node_priority: Vec<String>,
+    /// Numeric columns applied as increments (counters, balances), whatever the rule.
+    pub delta: Vec<String>,
+    /// An update applies only the columns it changed.
+    pub merge_columns: bool,
 }
 
 impl AddTable {
@@ -120,7 +124,7 @@ pub fn stored_request(clients: &mut [(String, Client)], name: &TableName) -> Res
         db::require_installed(client, node)?;
         let row = client.query_opt(
             "select nsp::text, rel::text, columns, where_clause, mode, on_peer_failure,
-                        conflict, conflict_column, coalesce(node_priority, '{}')
+                        conflict, conflict_column, coalesce(node_priority, '{}'), delta_columns, merge_columns
                    from repctl.tables where name = $1",
             &[&logical],
         )?;
@@ -152,6 +156,8 @@ pub fn stored_request(clients: &mut [(String, Client)], name: &TableName) -> Res
                 .unwrap_or(ConflictRule::OriginWins),
             conflict_column: row.get(7),
             node_priority: row.get(8),
+            delta: row.get(9),
+            merge_columns: row.get(10),
         });
     }
     let mut req = req.with_context(|| {
@@ -213,6 +219,7 @@ pub fn add_scripts(
                 table.name
             );
         }
+        check_delta(node, &table, req)?;
         if let Some(w) = &req.where_clause {
             // Parsing the condition against the table proves it is one expression over its columns.
             let mut tx = client.transaction()?;
@@ -253,7 +260,7 @@ fn same_settings(
 ) -> Result<bool> {
     let row = client.query_one(
         "select nsp::text, rel::text, columns, where_clause, mode, on_peer_failure, conflict, conflict_column,
-                coalesce(node_priority, '{}')
+                coalesce(node_priority, '{}'), delta_columns, merge_columns
            from repctl.tables where name = $1",
         &[&logical],
     )?;
@@ -271,7 +278,9 @@ fn same_settings(
         && row.get::<_, String>(5) == req.on_peer_failure.as_str()
         && row.get::<_, String>(6) == req.conflict.as_str()
         && row.get::<_, Option<String>>(7) == req.conflict_column
-        && row.get::<_, Vec<String>>(8) == req.node_priority)
+        && row.get::<_, Vec<String>>(8) == req.node_priority
+        && row.get::<_, Vec<String>>(9) == req.delta
+        && row.get::<_, bool>(10) == req.merge_columns)
 }
 
 fn check_conflict_settings(clients: &[(String, Client)], req: &AddTable) -> Result<()> {
@@ -287,6 +296,52 @@ fn check_conflict_settings(clients: &[(String, Client)], req: &AddTable) -> Resu
     }
     if req.conflict_column.is_some() && req.conflict != ConflictRule::LastWriteWins {
         bail!("--conflict-column goes with --conflict last-write-wins");
+    }
+    if req.merge_columns && !matches!(req.conflict, ConflictRule::OriginWins | ConflictRule::Error) {
+        bail!(
+            "--merge-columns goes with --conflict origin-wins or error: {} keeps one version of the whole row, \
+             which cannot decide two columns changed by different nodes apart (nodes would diverge)",
+            req.conflict.as_str()
+        );
+    }
+    Ok(())
+}
+
+/// The base types whose changes add up as increments.
+const DELTA_TYPES: [&str; 7] = [
+    "smallint",
+    "integer",
+    "bigint",
+    "numeric",
+    "real",
+    "double precision",
+    "money",
+];
+
+/// `--delta` names replicated, non-key columns of a numeric type.
+fn check_delta(node: &str, table: &Table, req: &AddTable) -> Result<()> {
+    for d in &req.delta {
+        let Some(c) = table.columns.iter().find(|c| &c.name == d) else {
+            bail!(
+                "node {node}: --delta {d:?} is not a replicated column of {}",
+                table.name
+            );
+        };
+        if table.key.contains(d) || req.conflict_column.as_ref() == Some(d) {
+            bail!(
+                "node {node}: --delta {d:?} of {} is its primary key or --conflict-column; a delta column must be an ordinary column",
+                table.name
+            );
+        }
+        let base = c.type_sql.split('(').next().unwrap_or_default().trim();
+        if !DELTA_TYPES.contains(&base) {
+            bail!(
+                "node {node}: --delta {d:?} of {} is of type {}; delta columns must be numeric ({})",
+                table.name,
+                c.type_sql,
+                DELTA_TYPES.join(", ")
+            );
+        }
     }
     Ok(())
 }
@@ -436,6 +491,22 @@ pub fn render_add(
             .cmp(&b.name.len())
             .then_with(|| a.name.cmp(&b.name))
     });
+    // The non-key columns an update sets, each delta column with the name of its increment.
+    let target = |(i, c): (usize, &Column)| {
+        let inc = req.delta.contains(&c.name).then(|| format!("inc_{i}"));
+        context! { name => c.name.clone(), type => safe(c.type_sql.clone()), inc }
+    };
+    let non_key = || {
+        columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !table.key.contains(&c.name))
+    };
+    let merge_targets: Vec<Value> = non_key().map(target).collect();
+    let delta_columns: Vec<Value> = non_key()
+        .filter(|(_, c)| req.delta.contains(&c.name))
+        .map(target)
+        .collect();
     render::render(
         "table/add.sql",
         &context! {
@@ -464,6 +535,11 @@ pub fn render_add(
             text_settings => text_settings(columns),
             columnar => column_values(&columnar),
             ts_alias => names::free_alias("ts", &names_taken),
+            merging => !req.delta.is_empty() || req.merge_columns,
+            merge_columns => req.merge_columns,
+            delta_columns => delta_columns,
+            plain_columns => update_columns.iter().filter(|c| !req.delta.contains(c)).cloned().collect::<Vec<_>>(),
+            merge_targets => merge_targets,
         },
     )
 }

@@ -26,6 +26,10 @@ pub struct NodeStatus {
 pub struct TableStatus {
     pub table: String,
     pub mode: Option<String>,
+    /// Columns applied as increments (`--delta`).
+    pub delta: Vec<String>,
+    /// Whether an update applies only the columns it changed (`--merge-columns`).
+    pub merge_columns: bool,
     /// Node name to its local `schema.table` (absent where the table is not replicated).
     pub nodes: BTreeMap<String, String>,
     /// Node name to objects add-table should have installed there but that are missing.
@@ -80,6 +84,8 @@ pub fn status(
         let mut t = TableStatus {
             table: logical.clone(),
             mode: None,
+            delta: vec![],
+            merge_columns: false,
             nodes: BTreeMap::new(),
             missing: BTreeMap::new(),
             complete: true,
@@ -110,6 +116,13 @@ pub fn status(
                         }
                         .to_string(),
                     );
+                    if t.mode.is_none() {
+                        let r = client.query_one(
+                            "select delta_columns, merge_columns from repctl.tables where name = $1",
+                            &[&logical],
+                        )?;
+                        (t.delta, t.merge_columns) = (r.get(0), r.get(1));
+                    }
                     t.mode.get_or_insert(nt.mode);
                     let n: i64 = client
                         .query_one(
