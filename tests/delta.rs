@@ -85,7 +85,10 @@ fn drain_all(s: &Setup) {
 /// The case: last-write-wins, async, `run`, writers on both nodes.
 #[test]
 fn increments_add_up_on_two_nodes_with_run() {
-    let s = accounts(&["a", "b"], &["--mode", "async", "--conflict", "last-write-wins"]);
+    let s = accounts(
+        &["a", "b"],
+        &["--mode", "async", "--conflict", "last-write-wins"],
+    );
     let run = start_run(&s, &[]);
     spend(&s, 2, Duration::from_secs(4));
     wait_drained(&s, Duration::from_secs(60));
@@ -148,9 +151,13 @@ fn increments_add_up_on_three_nodes_with_partial_drains_and_an_outage() {
 /// count its increments twice.
 #[test]
 fn a_replayed_batch_does_not_double_an_increment() {
-    let s = accounts(&["a", "b"], &["--mode", "async", "--conflict", "target-wins"]);
-    s.node("a")
-        .exec("update acct set bal = bal + 5 where id = 1; update acct set bal = bal - 2 where id = 2");
+    let s = accounts(
+        &["a", "b"],
+        &["--mode", "async", "--conflict", "target-wins"],
+    );
+    s.node("a").exec(
+        "update acct set bal = bal + 5 where id = 1; update acct set bal = bal - 2 where id = 2",
+    );
     let (mut origin, mut peer) = (s.node("a").admin(), s.node("b").admin());
     let b = repctl::apply::batch::read_images(&mut origin, "b", 100)
         .unwrap()
@@ -171,7 +178,8 @@ fn a_replayed_batch_does_not_double_an_increment() {
 fn a_flush_the_origin_gave_up_on_is_not_applied_twice() {
     let s = accounts(&["a", "b"], &["--mode", "async"]);
     let mut a = s.node("a").admin();
-    a.batch_execute("update acct set bal = bal + 7 where id = 3").unwrap();
+    a.batch_execute("update acct set bal = bal + 7 where id = 3")
+        .unwrap();
     // What repctl.flush sends for that transaction, applied on b as the flush applies it.
     let row = a
         .query_one(
@@ -196,10 +204,14 @@ fn a_flush_the_origin_gave_up_on_is_not_applied_twice() {
 /// follows the rule, and the merge is in the audit log with both rows.
 #[test]
 fn a_merged_conflict_is_logged_with_both_values() {
-    let s = accounts(&["a", "b"], &["--mode", "async", "--conflict", "last-write-wins"]);
+    let s = accounts(
+        &["a", "b"],
+        &["--mode", "async", "--conflict", "last-write-wins"],
+    );
     s.node("a")
         .exec("update acct set bal = bal + 10, note = 'a' where id = 4");
-    s.node("b").exec("update acct set bal = bal - 3 where id = 4");
+    s.node("b")
+        .exec("update acct set bal = bal - 3 where id = 4");
     drain_all(&s);
     for n in ["a", "b"] {
         assert_eq!(s.node(n).count("select bal from acct where id = 4"), 1007);
@@ -230,13 +242,21 @@ fn a_merged_conflict_is_logged_with_both_values() {
 /// Changing the rule while writers go on keeps every increment.
 #[test]
 fn a_rule_change_with_alter_table_keeps_the_totals() {
-    let s = accounts(&["a", "b"], &["--mode", "async", "--conflict", "origin-wins"]);
+    let s = accounts(
+        &["a", "b"],
+        &["--mode", "async", "--conflict", "origin-wins"],
+    );
     let run = start_run(&s, &[]);
     std::thread::scope(|scope| {
         scope.spawn(|| spend(&s, 1, Duration::from_secs(5)));
         std::thread::sleep(Duration::from_secs(1));
         s.repctl_ok(
-            &["alter-table", "public.acct", "--conflict", "last-write-wins"],
+            &[
+                "alter-table",
+                "public.acct",
+                "--conflict",
+                "last-write-wins",
+            ],
             0,
         );
         std::thread::sleep(Duration::from_secs(2));
@@ -251,7 +271,10 @@ fn a_rule_change_with_alter_table_keeps_the_totals() {
 /// record, and no increment counts twice.
 #[test]
 fn kill_9_of_run_keeps_the_totals() {
-    let s = accounts(&["a", "b"], &["--mode", "async", "--conflict", "last-write-wins"]);
+    let s = accounts(
+        &["a", "b"],
+        &["--mode", "async", "--conflict", "last-write-wins"],
+    );
     std::thread::scope(|scope| {
         scope.spawn(|| spend(&s, 1, Duration::from_secs(5)));
         for _ in 0..4 {
@@ -273,7 +296,9 @@ fn kill_9_of_run_keeps_the_totals() {
 fn merge_columns_keeps_concurrent_changes_of_different_columns() {
     let s = Setup::one_cluster(&["a", "b"]);
     for n in &s.nodes {
-        n.exec("create table public.item (id int primary key, qty int, note text, bal numeric(12,2))");
+        n.exec(
+            "create table public.item (id int primary key, qty int, note text, bal numeric(12,2))",
+        );
         n.exec("insert into item values (1, 0, 'x', 0), (2, 0, 'x', 0)");
     }
     s.repctl_ok(&["init"], 0);
@@ -299,21 +324,24 @@ fn merge_columns_keeps_concurrent_changes_of_different_columns() {
     for n in ["a", "b"] {
         let mut c = s.node(n).admin();
         let r = c
-            .query_one(
-                "select qty, note, bal::text from item where id = 1",
-                &[],
-            )
+            .query_one("select qty, note, bal::text from item where id = 1", &[])
             .unwrap();
         assert_eq!(
-            (r.get::<_, i32>(0), r.get::<_, String>(1), r.get::<_, String>(2)),
+            (
+                r.get::<_, i32>(0),
+                r.get::<_, String>(1),
+                r.get::<_, String>(2)
+            ),
             (7, "from a".to_string(), "3.75".to_string()),
             "node {n}"
         );
     }
     // The same column on both: origin-wins, the change delivered first wins (a -> b first).
     assert_eq!(
-        s.node("a").count("select qty::bigint from item where id = 2"),
-        s.node("b").count("select qty::bigint from item where id = 2")
+        s.node("a")
+            .count("select qty::bigint from item where id = 2"),
+        s.node("b")
+            .count("select qty::bigint from item where id = 2")
     );
     s.repctl_ok(&["verify"], 0);
     let out = s.repctl_ok(&["status", "--json"], 0);
@@ -333,7 +361,10 @@ fn delta_columns_must_be_numeric_and_merge_columns_needs_a_rule_that_can_merge()
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("node a") && err.contains("public.acct") && err.contains("\"note\"") && err.contains("numeric"),
+        err.contains("node a")
+            && err.contains("public.acct")
+            && err.contains("\"note\"")
+            && err.contains("numeric"),
         "{err}"
     );
     let out = s.repctl(&["add-table", "public.acct", "--delta", "nope"]);

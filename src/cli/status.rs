@@ -71,7 +71,11 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
 fn columns_shown(t: &status::TableStatus) -> String {
     let mut shown = t.delta.join(",");
     if t.merge_columns {
-        shown.push_str(if shown.is_empty() { "merge-columns" } else { " + merge-columns" });
+        shown.push_str(if shown.is_empty() {
+            "merge-columns"
+        } else {
+            " + merge-columns"
+        });
     }
     or_dash((!shown.is_empty()).then_some(shown))
 }

@@ -8,7 +8,9 @@ use minijinja::value::Value;
 use postgres::Client;
 
 use super::Script;
-use crate::catalog::{self, Column, ConflictRule, Mode, OnPeerFailure, Replicated, Table, TableName};
+use crate::catalog::{
+    self, Column, ConflictRule, Mode, OnPeerFailure, Replicated, Table, TableName,
+};
 use crate::db;
 use crate::render::{self, names, safe};
 
@@ -188,7 +190,8 @@ fn check_conflict_settings(clients: &[(String, Client)], req: &AddTable) -> Resu
     if req.conflict_column.is_some() && req.conflict != ConflictRule::LastWriteWins {
         bail!("--conflict-column goes with --conflict last-write-wins");
     }
-    if req.merge_columns && !matches!(req.conflict, ConflictRule::OriginWins | ConflictRule::Error) {
+    if req.merge_columns && !matches!(req.conflict, ConflictRule::OriginWins | ConflictRule::Error)
+    {
         bail!(
             "--merge-columns goes with --conflict origin-wins or error: {} keeps one version of the whole row, \
              which cannot decide two columns changed by different nodes apart (nodes would diverge)",

@@ -156,7 +156,7 @@ begin
     -- change that did more than increment delta columns, the one versions decide{% endif %}.
     select ev.*, max(ev.s) filter (where ev.op = 'D') over (partition by ev.k) as last_d{% if versioned %},
            max(ev.s) filter (where ev.op <> 'U' or {{ less_delta("ev", "r") }} is distinct from {{ less_delta("ev", "o") }})
-             over (partition by ev.k) as last_v{% endif %}
+             over (partition by ev.k) as last_v{% endif +%}
       from ev
   ), chained as (
     select m.k, m.op, m.r, m.resolved, m.last_d, first_value(m.op) over w as first_op, first_value(m.o) over w as first_o,
@@ -177,7 +177,7 @@ begin
     -- Per key: where the origin started (first change) and ended (last change), and whether it
     -- did more than increment delta columns: then the rule decides the other columns ("renewed":
     -- all of them, for a row the origin inserted, or sent back as a resolution).
-    select c.k, c.first_op, c.first_o, c.op = 'D' as del, c.r as img, c.ts, c.n, c.resolved,{% for d in delta_columns %} c.{{ d.inc | qi }},{% endfor %}
+    select c.k, c.first_op, c.first_o, c.op = 'D' as del, c.r as img, c.ts, c.n, c.resolved,{% for d in delta_columns %} c.{{ d.inc | qi }},{% endfor +%}
            c.resolved or c.first_op = 'I' or c.last_d is not null as renewed,
            c.resolved or c.first_op = 'I' or c.last_d is not null
              or {% if versioned %}c.ts is not null{% else %}{{ less_delta("c", "r") }} is distinct from {{ less_delta("c", "first_o") }}{% endif %} as nchanged
