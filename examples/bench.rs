@@ -233,6 +233,18 @@ pub struct Opts {
     /// count) and print each workload's top statements on origin and peer to stderr. Slows
     /// everything down: for finding hot spots, not for the reported figures.
     pub profile: bool,
+    /// Give both bench tables a counter `bal` that W2 and W5 also increment; with `Delta`,
+    /// replicated as a delta column (`add-table --delta bal`).
+    pub bal: Option<Bal>,
+}
+
+/// How the counter column of `--bal` is replicated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Bal {
+    /// As an ordinary column.
+    Plain,
+    /// As a delta column.
+    Delta,
 }
 
 impl Opts {
@@ -246,6 +258,7 @@ impl Opts {
             verbose: true,
             async_commit: false,
             profile: false,
+            bal: None,
         }
     }
 }
@@ -432,7 +445,7 @@ pub fn run(opts: &Opts) -> Result<Report> {
                 }
                 if !opts.skip.contains(&Part::Bulk) {
                     for n in opts.sizes.bulk {
-                        for (w, sql) in bulk_statements(n) {
+                        for (w, sql) in bulk_statements(n, opts.bal.is_some()) {
                             let s = ctx.step(&mut env, run, w, n, &sql)?;
                             log(&format!(
                                 "run {}/{} {:<22} {}: write {:.3} s, peer equal {}{}",
@@ -531,8 +544,13 @@ fn stop_when_process_exits(c: &Cluster) {
         .spawn();
 }
 
+/// `, bal = bal + 1` in W2 and W5 when the tables have the counter (`--bal`).
+fn bal_increment(bal: bool) -> &'static str {
+    if bal { ", bal = bal + 1" } else { "" }
+}
+
 /// W1-W4 for one N.
-fn bulk_statements(n: i64) -> Vec<(Workload, String)> {
+fn bulk_statements(n: i64, bal: bool) -> Vec<(Workload, String)> {
     vec![
         (
             Workload::W1,
@@ -542,7 +560,10 @@ fn bulk_statements(n: i64) -> Vec<(Workload, String)> {
         ),
         (
             Workload::W2,
-            "update bench.t set info = 'upd' || random(), mod_time = clock_timestamp()".into(),
+            format!(
+                "update bench.t set info = 'upd' || random(), mod_time = clock_timestamp(){}",
+                bal_increment(bal)
+            ),
         ),
         (
             Workload::W3,
@@ -553,9 +574,10 @@ fn bulk_statements(n: i64) -> Vec<(Workload, String)> {
 }
 
 /// W5's pgbench script: one single-row update per transaction.
-fn w5_script(rows: i64) -> String {
+fn w5_script(rows: i64, bal: bool) -> String {
     format!(
-        "\\set k random(1, {rows})\nupdate bench.w5 set info = 'w5' || random(), mod_time = clock_timestamp() where pk1 = :k;\n"
+        "\\set k random(1, {rows})\nupdate bench.w5 set info = 'w5' || random(), mod_time = clock_timestamp(){} where pk1 = :k;\n",
+        bal_increment(bal)
     )
 }
 
@@ -670,9 +692,15 @@ struct VerifyEnv<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    fn tables_ddl() -> String {
+    fn tables_ddl(&self) -> String {
+        let bal = if self.opts.bal.is_some() {
+            "alter table bench.t add column bal bigint not null default 0;
+             alter table bench.w5 add column bal bigint not null default 0;"
+        } else {
+            ""
+        };
         format!(
-            "create schema bench; create table bench.t {SEED_COLUMNS}; create table bench.w5 {SEED_COLUMNS};"
+            "create schema bench; create table bench.t {SEED_COLUMNS}; create table bench.w5 {SEED_COLUMNS};{bal}"
         )
     }
 
@@ -694,7 +722,7 @@ impl<'a> Ctx<'a> {
 
     fn setup(&self, d: Delivery, run: usize) -> Result<Env<'a>> {
         let db = format!("bench_{}_{}", d.tag(), run);
-        let ddl = Self::tables_ddl();
+        let ddl = self.tables_ddl();
         let native = matches!(d, Delivery::Native | Delivery::NativeSync);
         let origin = match d {
             Delivery::Native | Delivery::NativeSync => {
@@ -806,8 +834,11 @@ impl<'a> Ctx<'a> {
         self.repctl.ok(&config, &["init"])?;
         let mode = d.repctl_mode().expect("a repctl delivery");
         for table in ["bench.t", "bench.w5"] {
-            self.repctl
-                .ok(&config, &["add-table", table, "--mode", mode])?;
+            let mut args = vec!["add-table", table, "--mode", mode];
+            if self.opts.bal == Some(Bal::Delta) {
+                args.extend(["--delta", "bal"]);
+            }
+            self.repctl.ok(&config, &args)?;
         }
         if d == Delivery::AsyncRun {
             let log = self.work.path().join(format!("{db}.run.log"));
@@ -1042,7 +1073,7 @@ impl<'a> Ctx<'a> {
         self.wait_equal(env, "bench.w5", want)?;
 
         let script = self.work.path().join("w5.sql");
-        std::fs::write(&script, w5_script(rows))?;
+        std::fs::write(&script, w5_script(rows, self.opts.bal.is_some()))?;
         self.profile_reset(env)?;
         let tps = pgbench(
             env.origin,
@@ -1834,6 +1865,9 @@ struct Args {
     /// Print each workload's top statements (pg_stat_statements, track = all) on stderr; slower.
     #[arg(long)]
     profile: bool,
+    /// Add a counter column `bal` that W2 and W5 increment too, replicated plain or as a delta column.
+    #[arg(long, value_enum)]
+    bal: Option<Bal>,
 }
 
 #[allow(dead_code)]
@@ -1876,6 +1910,7 @@ fn main() -> ExitCode {
     opts.skip = args.skip;
     opts.async_commit = args.async_commit;
     opts.profile = args.profile;
+    opts.bal = args.bal;
     let result = run(&opts).and_then(|report| {
         let md = report.markdown();
         println!("{md}");

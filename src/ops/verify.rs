@@ -364,6 +364,8 @@ mod tests {
                 conflict: crate::catalog::ConflictRule::OriginWins,
                 conflict_column: None,
                 node_priority: Vec::new(),
+                delta: vec![],
+                merge_columns: false,
             },
             version,
             columns: columns
