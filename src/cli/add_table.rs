@@ -8,7 +8,7 @@ use crate::apply::drain;
 use crate::catalog::TableName;
 use crate::catalog::ident::parse_column_list;
 use crate::config::Config;
-use crate::install::table::{self, AddTable, ConflictRule, Mode, OnPeerFailure};
+use crate::install::table::{self, AddTable, ConflictRule, Mode, OnApplyError, OnPeerFailure};
 use crate::install::{copy, init};
 use crate::progress::NoProgress;
 
@@ -33,6 +33,9 @@ pub struct Args {
     /// When a peer cannot take a change: keep it queued, or fail the local write.
     #[arg(long, value_enum, default_value = "queue")]
     on_peer_failure: OnPeerFailure,
+    /// When a peer refuses a change: stop the pair there, or park the change (see `repctl queue`) and go on.
+    #[arg(long, value_enum, default_value = "stop")]
+    on_apply_error: OnApplyError,
     /// How conflicts (two nodes changed the same row) are resolved.
     #[arg(long, value_enum, default_value = "origin-wins")]
     conflict: ConflictRule,
@@ -70,6 +73,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         where_clause: args.where_clause,
         mode: args.mode,
         on_peer_failure: args.on_peer_failure,
+        on_apply_error: args.on_apply_error,
         conflict: args.conflict,
         conflict_column: args.conflict_column,
         node_priority: args.node_priority,

@@ -4,7 +4,7 @@ use super::output::install_or_print;
 use crate::catalog::TableName;
 use crate::config::Config;
 use crate::install::init;
-use crate::install::table::{self, ConflictRule, Mode, OnPeerFailure};
+use crate::install::table::{self, ConflictRule, Mode, OnApplyError, OnPeerFailure};
 
 /// Change a replicated table's settings on every node (re-renders its triggers and functions); also adds it on nodes new to the config.
 #[derive(Debug, clap::Args)]
@@ -17,6 +17,9 @@ pub struct Args {
     /// When a peer cannot take a change: keep it queued, or fail the local write.
     #[arg(long, value_enum)]
     on_peer_failure: Option<OnPeerFailure>,
+    /// When a peer refuses a change: stop the pair there, or park the change and go on.
+    #[arg(long, value_enum)]
+    on_apply_error: Option<OnApplyError>,
     /// How conflicts are resolved from now on.
     #[arg(long, value_enum)]
     conflict: Option<ConflictRule>,
@@ -51,6 +54,9 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     if let Some(p) = args.on_peer_failure {
         req.on_peer_failure = p;
     }
+    if let Some(p) = args.on_apply_error {
+        req.on_apply_error = p;
+    }
     if let Some(c) = args.conflict {
         req.conflict = c;
         // A column or priority list belongs to the rule it was given with.
@@ -66,9 +72,10 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     let scripts = table::add_scripts(&mut clients, &req, true)?;
     install_or_print(&mut clients, &scripts, args.dry_run, |_| {
         format!(
-            "{name} now {:?}, on peer failure {:?}, conflicts {}",
+            "{name} now {:?}, on peer failure {:?}, on apply error {}, conflicts {}",
             req.mode,
             req.on_peer_failure,
+            req.on_apply_error.as_str(),
             req.conflict.as_str()
         )
     })

@@ -9,6 +9,7 @@ mod drain;
 mod init;
 mod lag;
 mod output;
+mod queue;
 mod remove_table;
 mod repair;
 mod run;
@@ -55,6 +56,7 @@ pub enum Command {
     Drain(drain::Args),
     Lag(lag::Args),
     Conflicts(conflicts::Args),
+    Queue(queue::Args),
     Run(run::Args),
     Status(status::Args),
     Demo(demo::Args),
@@ -72,6 +74,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Drain(args) => drain::run(&load()?, args),
         Command::Lag(args) => lag::run(&load()?, args),
         Command::Conflicts(args) => conflicts::run(&load()?, args),
+        Command::Queue(args) => queue::run(&load()?, args),
         Command::Run(args) => run::run(&load()?, args),
         Command::Status(args) => status::run(&load()?, args),
         Command::Demo(args) => demo::run(args),

@@ -30,6 +30,26 @@ pub enum OnPeerFailure {
     Error,
 }
 
+/// What drain and run do with a change the peer refuses (a constraint or trigger only the peer
+/// has, a value it rejects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnApplyError {
+    /// Stop the pair at the change; it stays queued (`repctl queue skip` parks it).
+    Stop,
+    /// Move the change into repctl.parked on the origin with the peer's error; the pair goes on.
+    Park,
+}
+
+impl OnApplyError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnApplyError::Stop => "stop",
+            OnApplyError::Park => "park",
+        }
+    }
+}
+
 /// How a conflict (two nodes changed the same row before exchanging changes) is resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -98,6 +118,7 @@ pub struct AddTable {
     pub where_clause: Option<String>,
     pub mode: Mode,
     pub on_peer_failure: OnPeerFailure,
+    pub on_apply_error: OnApplyError,
     pub conflict: ConflictRule,
     /// For last-write-wins: a timestamp column (e.g. the seed's mod_time) instead of commit time.
     pub conflict_column: Option<String>,
@@ -120,7 +141,7 @@ pub fn stored_request(clients: &mut [(String, Client)], name: &TableName) -> Res
         db::require_installed(client, node)?;
         let row = client.query_opt(
             "select nsp::text, rel::text, columns, where_clause, mode, on_peer_failure,
-                        conflict, conflict_column, coalesce(node_priority, '{}')
+                        conflict, conflict_column, coalesce(node_priority, '{}'), on_apply_error
                    from repctl.tables where name = $1",
             &[&logical],
         )?;
@@ -147,6 +168,11 @@ pub fn stored_request(clients: &mut [(String, Client)], name: &TableName) -> Res
                 OnPeerFailure::Error
             } else {
                 OnPeerFailure::Queue
+            },
+            on_apply_error: if row.get::<_, String>(9) == "park" {
+                OnApplyError::Park
+            } else {
+                OnApplyError::Stop
             },
             conflict: ConflictRule::parse(&row.get::<_, String>(6))
                 .unwrap_or(ConflictRule::OriginWins),
@@ -253,7 +279,7 @@ fn same_settings(
 ) -> Result<bool> {
     let row = client.query_one(
         "select nsp::text, rel::text, columns, where_clause, mode, on_peer_failure, conflict, conflict_column,
-                coalesce(node_priority, '{}')
+                coalesce(node_priority, '{}'), on_apply_error
            from repctl.tables where name = $1",
         &[&logical],
     )?;
@@ -271,7 +297,8 @@ fn same_settings(
         && row.get::<_, String>(5) == req.on_peer_failure.as_str()
         && row.get::<_, String>(6) == req.conflict.as_str()
         && row.get::<_, Option<String>>(7) == req.conflict_column
-        && row.get::<_, Vec<String>>(8) == req.node_priority)
+        && row.get::<_, Vec<String>>(8) == req.node_priority
+        && row.get::<_, String>(9) == req.on_apply_error.as_str())
 }
 
 fn check_conflict_settings(clients: &[(String, Client)], req: &AddTable) -> Result<()> {
@@ -453,6 +480,7 @@ pub fn render_add(
             where => req.where_clause.clone().map(safe),
             mode => req.mode.as_str(),
             on_peer_failure => req.on_peer_failure.as_str(),
+            on_apply_error => req.on_apply_error.as_str(),
             capture_fn => names::capture_fn(logical),
             apply_fn => names::apply_fn(logical),
             key_column_types => column_values(&key_columns),

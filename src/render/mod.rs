@@ -21,6 +21,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/node/init.sql"),
     ),
     (
+        "node/park.sql",
+        include_str!("../../templates/node/park.sql"),
+    ),
+    (
         "table/add.sql",
         include_str!("../../templates/table/add.sql"),
     ),

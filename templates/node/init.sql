@@ -662,6 +662,7 @@ begin
 end
 $fn$;
 
+{% include "node/park.sql" %}
 revoke all on all functions in schema repctl from public;
 {% if dblink_schema != "repctl" %}
 -- dblink lives in {{ dblink_schema | ql }}, where other roles can reach it. The commit-time flush leaves

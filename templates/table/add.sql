@@ -10,6 +10,8 @@ on conflict (name) do update set
   where_clause = excluded.where_clause, mode = excluded.mode, on_peer_failure = excluded.on_peer_failure,
   capture_fn = excluded.capture_fn, apply_fn = excluded.apply_fn, conflict = excluded.conflict,
   conflict_column = excluded.conflict_column, node_priority = excluded.node_priority;
+update repctl.tables set on_apply_error = {{ on_apply_error | ql }}
+ where name = {{ name | ql }} and on_apply_error is distinct from {{ on_apply_error | ql }};
 {% include "table/apply.sql" %}
 {% include "table/capture.sql" %}
 -- The capture function runs as repctl's agent, which may call the apply function.
