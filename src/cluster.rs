@@ -23,6 +23,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use postgres::{Client, NoTls};
 use tempfile::TempDir;
 
+use crate::conninfo::quote;
+use crate::render::quote_ident;
+
 /// OS user that owns the cluster files when we run as root.
 const PG_OS_USER: &str = "postgres";
 
@@ -191,10 +194,10 @@ impl Cluster {
     pub fn dsn(&self, db: &str, user: &str) -> String {
         format!(
             "host={} port={} dbname={} user={}",
-            kv_quote(&self.root.to_string_lossy()),
+            quote(&self.root.to_string_lossy()),
             self.port,
-            kv_quote(db),
-            kv_quote(user)
+            quote(db),
+            quote(user)
         )
     }
 
@@ -204,8 +207,8 @@ impl Cluster {
         format!(
             "host=127.0.0.1 port={} dbname={} user={}",
             self.port,
-            kv_quote(db),
-            kv_quote(user)
+            quote(db),
+            quote(user)
         )
     }
 
@@ -674,18 +677,6 @@ fn send_signal(sig: &str, pids: &[u32], strict: bool) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Quotes a libpq keyword/value value when needed.
-fn kv_quote(v: &str) -> String {
-    if !v.is_empty() && !v.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
-        return v.to_string();
-    }
-    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 fn shell_quote(s: &str) -> String {

@@ -111,8 +111,9 @@ impl ConnInfo {
     }
 }
 
-fn quote(v: &str) -> String {
-    if !v.is_empty() && !v.contains([' ', '\'', '\\']) {
+/// Quotes a keyword/value value where libpq would otherwise split or unescape it.
+pub(crate) fn quote(v: &str) -> String {
+    if !v.is_empty() && !v.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
         return v.to_string();
     }
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))

@@ -179,6 +179,20 @@ fn table_mistakes() {
         let e = err(&s, args);
         assert!(e.contains("table public.nopk is not replicated"), "{e}");
     }
+    // A setting this repctl does not know (a newer one wrote it, or a hand edit) is refused, never
+    // taken for a default.
+    remote.exec("update repctl.tables set conflict = 'newest-wins' where name = 'public.ok'");
+    for args in [
+        &["alter-table", "public.ok", "--mode", "async"][..],
+        &["verify", "public.ok"],
+        &["status"],
+    ] {
+        let e = err(&s, args);
+        assert!(
+            e.contains("node remote") && e.contains("public.ok") && e.contains("\"newest-wins\""),
+            "{args:?}: {e}"
+        );
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use repctl::catalog::{Column, TableName};
 use repctl::install::copy::render_copy;
 use repctl::ops::diff::side::{Slots, TableOn, render_query};
-use repctl::ops::repair::{render_begin, render_statement};
+use repctl::ops::repair::{Fix, render_begin, render_statement};
 use repctl::ops::verify::{self, Checksum, ColumnHash, Described, Mode};
 use serde_json::{Map, Value};
 
@@ -90,12 +90,18 @@ fn diff_queries() {
 fn verify_queries() {
     let t = table();
     let node = Described {
-        table: repctl::ops::NodeTable {
-            nsp: t.name.schema.clone(),
-            rel: t.name.table.clone(),
+        table: repctl::catalog::Replicated {
+            logical: t.logical.clone(),
+            local: t.name.clone(),
             columns: t.column_names(),
+            key: t.key.iter().map(|c| c.name.clone()).collect(),
             where_clause: t.where_clause.clone(),
-            mode: "sync".into(),
+            mode: repctl::catalog::Mode::Sync,
+            on_peer_failure: repctl::catalog::OnPeerFailure::Queue,
+            on_apply_error: repctl::catalog::OnApplyError::Stop,
+            conflict: repctl::catalog::ConflictRule::OriginWins,
+            conflict_column: None,
+            node_priority: Vec::new(),
         },
         version: 150000,
         columns: hashed_columns(),
@@ -126,21 +132,21 @@ fn repair_statements() {
     let key = image(&[("k 1", Some("8")), ("K\"2", Some("x"))]);
     let mut all = render_begin("remote", &t.logical, "local").unwrap();
     all.push_str(
-        &render_statement(&t, "delete", &[(key, -5)])
+        &render_statement(&t, Fix::Delete, &[(key, -5)])
             .unwrap()
             .unwrap(),
     );
     all.push_str(
-        &render_statement(&t, "update", &[(row.clone(), 42)])
+        &render_statement(&t, Fix::Update, &[(row.clone(), 42)])
             .unwrap()
             .unwrap(),
     );
     all.push_str(
-        &render_statement(&t, "insert", &[(row, 0)])
+        &render_statement(&t, Fix::Insert, &[(row, 0)])
             .unwrap()
             .unwrap(),
     );
-    assert!(render_statement(&t, "insert", &[]).unwrap().is_none());
+    assert!(render_statement(&t, Fix::Insert, &[]).unwrap().is_none());
     insta::assert_snapshot!("repair_statements", all);
 }
 

@@ -7,9 +7,8 @@ use std::path::Path;
 use repctl::catalog::{Column, Table, TableName};
 use repctl::config::Config;
 use repctl::install::init::{NodeFacts, render_agent, render_init};
-use repctl::install::table::{
-    AddTable, ConflictRule, Mode, OnApplyError, OnPeerFailure, logical_name, render_add, render_remove,
-};
+use repctl::catalog::{ConflictRule, Mode, OnApplyError, OnPeerFailure};
+use repctl::install::table::{AddTable, logical_name, render_add, render_remove};
 
 const CONFIG: &str = r#"
 [nodes.local]

@@ -1,11 +1,13 @@
 //! Catalog inspection: what a table looks like on one node.
 
 pub mod ident;
+pub mod replicated;
 
 use anyhow::{Context, Result, bail};
 use postgres::Client;
 
 pub use ident::TableName;
+pub use replicated::{ConflictRule, Mode, OnApplyError, OnPeerFailure, Replicated};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Column {

@@ -8,7 +8,8 @@ use crate::apply::drain;
 use crate::catalog::TableName;
 use crate::catalog::ident::parse_column_list;
 use crate::config::Config;
-use crate::install::table::{self, AddTable, ConflictRule, Mode, OnApplyError, OnPeerFailure};
+use crate::catalog::{ConflictRule, Mode, OnApplyError, OnPeerFailure};
+use crate::install::table::{self, AddTable};
 use crate::install::{copy, init};
 use crate::progress::NoProgress;
 

@@ -24,8 +24,8 @@ use minijinja::context;
 use postgres::{Client, IsolationLevel, Transaction};
 
 use super::Script;
-use super::table::{self, AddTable, Mode};
-use crate::catalog::TableName;
+use super::table::{self, AddTable};
+use crate::catalog::{Mode, Replicated, TableName};
 use crate::db;
 use crate::locks;
 use crate::progress::Progress;
@@ -151,7 +151,7 @@ fn copy_locked(
             .with_context(|| format!("node {node}: no install script rendered"))
     };
     // Step 2: every peer locked, empty and installed, uncommitted.
-    let mut open: Vec<(&str, Transaction<'_>, CopyTable)> = Vec::new();
+    let mut open: Vec<(&str, Transaction<'_>, Replicated)> = Vec::new();
     for (node, client) in peers {
         let sql = script(node)?;
         let mut tx = client.transaction()?;
@@ -159,15 +159,15 @@ fn copy_locked(
         tx.batch_execute(&sql).with_context(|| {
             format!("node {node}: installing {logical} failed; no node was changed (the SQL is shown by --dry-run)")
         })?;
-        let t = CopyTable::load(&mut tx, node, logical)?;
+        let t = Replicated::require(&mut tx, node, logical)?;
         tx.batch_execute(&copy_sql("lock", &t)?)
-            .with_context(|| format!("node {node}: locking {} for the copy", t.name))?;
+            .with_context(|| format!("node {node}: locking {} for the copy", t.local))?;
         let has_rows: bool = tx.query_one(&copy_sql("has_rows", &t)?, &[])?.get(0);
         if has_rows && !truncate_peers {
             bail!(
                 "node {node}: table {} already has rows{}; the copy from node {source} needs it empty. \
                  Empty it, or pass --truncate-peers to discard its rows. No node was changed",
-                t.name,
+                t.local,
                 if t.where_clause.is_some() {
                     " matching --where"
                 } else {
@@ -177,7 +177,7 @@ fn copy_locked(
         }
         if has_rows {
             tx.batch_execute(&copy_sql("empty", &t)?)
-                .with_context(|| format!("node {node}: emptying {} (--truncate-peers)", t.name))?;
+                .with_context(|| format!("node {node}: emptying {} (--truncate-peers)", t.local))?;
         }
         open.push((node, tx, t));
     }
@@ -249,7 +249,7 @@ fn copy_locked(
 /// Returns the rows copied and the snapshot.
 fn stream(
     src: &mut Client,
-    peers: &mut [(&str, Transaction<'_>, CopyTable)],
+    peers: &mut [(&str, Transaction<'_>, Replicated)],
     source: &str,
     logical: &str,
     progress: &mut dyn Progress,
@@ -265,7 +265,7 @@ fn stream(
     let snapshot: String = tx
         .query_one("select pg_current_snapshot()::text", &[])?
         .get(0);
-    let t = CopyTable::load(&mut tx, source, logical)?;
+    let t = Replicated::require(&mut tx, source, logical)?;
     let total: i64 = tx
         .query_one(&copy_sql("count", &t)?, &[])
         .with_context(what)?
@@ -276,7 +276,7 @@ fn stream(
     for (node, ptx, pt) in peers.iter_mut() {
         let w = ptx
             .copy_in(&copy_sql("copy_in", pt)?)
-            .with_context(|| format!("node {node}: starting the copy into {}", pt.name))?;
+            .with_context(|| format!("node {node}: starting the copy into {}", pt.local))?;
         writers.push((*node, w));
     }
     let mut buf = vec![0u8; 1 << 16];
@@ -315,35 +315,8 @@ fn suppress(tx: &mut Transaction<'_>) -> Result<()> {
     db::pin_text_settings(tx)
 }
 
-/// The table as one node's repctl catalog records it (read inside the copy's transactions).
-struct CopyTable {
-    name: TableName,
-    /// Replicated columns, in the order every node uses.
-    columns: Vec<String>,
-    where_clause: Option<String>,
-}
-
-impl CopyTable {
-    fn load(tx: &mut Transaction<'_>, node: &str, logical: &str) -> Result<CopyTable> {
-        let row = tx
-            .query_opt(
-                "select nsp::text, rel::text, columns, where_clause from repctl.tables where name = $1",
-                &[&logical],
-            )?
-            .with_context(|| format!("node {node}: {logical} is not replicated there"))?;
-        Ok(CopyTable {
-            name: TableName {
-                schema: row.get(0),
-                table: row.get(1),
-            },
-            columns: row.get(2),
-            where_clause: row.get(3),
-        })
-    }
-}
-
-fn copy_sql(query: &str, t: &CopyTable) -> Result<String> {
-    render_copy(query, &t.name, &t.columns, t.where_clause.as_deref())
+fn copy_sql(query: &str, t: &Replicated) -> Result<String> {
+    render_copy(query, &t.local, &t.columns, t.where_clause.as_deref())
 }
 
 /// A statement of `ops/copy.sql` (`has_rows`, `count`, `lock`, `empty`, `copy_out`, `copy_in`) for

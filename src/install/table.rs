@@ -8,105 +8,11 @@ use minijinja::value::Value;
 use postgres::Client;
 
 use super::Script;
-use crate::catalog::{self, Column, Table, TableName};
+use crate::catalog::{
+    self, Column, ConflictRule, Mode, OnApplyError, OnPeerFailure, Replicated, Table, TableName,
+};
 use crate::db;
 use crate::render::{self, names, safe};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// Ship each transaction's changes to the peers at commit.
-    Sync,
-    /// Only queue changes; `drain` (or `run`) delivers them.
-    Async,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnPeerFailure {
-    /// Keep the change queued for the peer; the local write succeeds.
-    Queue,
-    /// Fail the local write when a peer cannot take it.
-    Error,
-}
-
-/// What drain and run do with a change the peer refuses (a constraint or trigger only the peer
-/// has, a value it rejects).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnApplyError {
-    /// Stop the pair at the change; it stays queued (`repctl queue skip` parks it).
-    Stop,
-    /// Move the change into repctl.parked on the origin with the peer's error; the pair goes on.
-    Park,
-}
-
-impl OnApplyError {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OnApplyError::Stop => "stop",
-            OnApplyError::Park => "park",
-        }
-    }
-}
-
-/// How a conflict (two nodes changed the same row before exchanging changes) is resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ConflictRule {
-    /// The incoming change wins; this node's own pending change of that row is dropped.
-    OriginWins,
-    /// This node's row is kept; the incoming change is dropped.
-    TargetWins,
-    /// The newer version wins (commit time, or --conflict-column); ties go to the node name that sorts first.
-    LastWriteWins,
-    /// The version from the node listed first in --node-priority wins; same node: the newer.
-    NodePriority,
-    /// Stop the pair at the change, keep it queued, and report it.
-    Error,
-}
-
-impl ConflictRule {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConflictRule::OriginWins => "origin-wins",
-            ConflictRule::TargetWins => "target-wins",
-            ConflictRule::LastWriteWins => "last-write-wins",
-            ConflictRule::NodePriority => "node-priority",
-            ConflictRule::Error => "error",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ConflictRule> {
-        <ConflictRule as clap::ValueEnum>::from_str(s, false).ok()
-    }
-
-    /// Rules that compare who wrote a row's current version and when.
-    fn versioned(self) -> bool {
-        matches!(
-            self,
-            ConflictRule::LastWriteWins | ConflictRule::NodePriority
-        )
-    }
-}
-
-impl Mode {
-    fn as_str(self) -> &'static str {
-        match self {
-            Mode::Sync => "sync",
-            Mode::Async => "async",
-        }
-    }
-}
-
-impl OnPeerFailure {
-    fn as_str(self) -> &'static str {
-        match self {
-            OnPeerFailure::Queue => "queue",
-            OnPeerFailure::Error => "error",
-        }
-    }
-}
 
 /// What add-table was asked for.
 #[derive(Clone)]
@@ -139,45 +45,24 @@ pub fn stored_request(clients: &mut [(String, Client)], name: &TableName) -> Res
     let mut map = BTreeMap::new();
     for (node, client) in clients.iter_mut() {
         db::require_installed(client, node)?;
-        let row = client.query_opt(
-            "select nsp::text, rel::text, columns, where_clause, mode, on_peer_failure,
-                        conflict, conflict_column, coalesce(node_priority, '{}'), on_apply_error
-                   from repctl.tables where name = $1",
-            &[&logical],
-        )?;
         // A node added to the config since add-table does not have it yet; alter-table adds it there.
-        let Some(row) = row else { continue };
-        let local = TableName {
-            schema: row.get(0),
-            table: row.get(1),
+        let Some(stored) = Replicated::load(client, node, &logical)? else {
+            continue;
         };
-        if local != *name {
-            map.insert(node.clone(), local);
+        if stored.local != *name {
+            map.insert(node.clone(), stored.local.clone());
         }
         req.get_or_insert_with(|| AddTable {
             name: name.clone(),
             map: BTreeMap::new(),
-            columns: Some(row.get(2)),
-            where_clause: row.get(3),
-            mode: if row.get::<_, String>(4) == "async" {
-                Mode::Async
-            } else {
-                Mode::Sync
-            },
-            on_peer_failure: if row.get::<_, String>(5) == "error" {
-                OnPeerFailure::Error
-            } else {
-                OnPeerFailure::Queue
-            },
-            on_apply_error: if row.get::<_, String>(9) == "park" {
-                OnApplyError::Park
-            } else {
-                OnApplyError::Stop
-            },
-            conflict: ConflictRule::parse(&row.get::<_, String>(6))
-                .unwrap_or(ConflictRule::OriginWins),
-            conflict_column: row.get(7),
-            node_priority: row.get(8),
+            columns: Some(stored.columns),
+            where_clause: stored.where_clause,
+            mode: stored.mode,
+            on_peer_failure: stored.on_peer_failure,
+            on_apply_error: stored.on_apply_error,
+            conflict: stored.conflict,
+            conflict_column: stored.conflict_column,
+            node_priority: stored.node_priority,
         });
     }
     let mut req = req.with_context(|| {
@@ -215,17 +100,15 @@ pub fn add_scripts(
     for (node, client) in clients.iter_mut() {
         db::require_installed(client, node)?;
         let local = req.local_name(node);
-        let already: bool = client
-            .query_one(
-                "select exists (select from repctl.tables where name = $1)",
-                &[&logical],
-            )?
-            .get(0);
+        let stored = Replicated::load(client, node, &logical)?;
         let table = catalog::inspect(client, node, local)?;
         let table = select_columns(table, req.columns.as_deref(), node)?;
         // An add-table cut off between nodes' commits is finished by running it again; anything
         // else already replicated is a mistake.
-        if already && !replace && !same_settings(client, &logical, &table, req)? {
+        if let Some(stored) = &stored
+            && !replace
+            && !same_settings(stored, &table, req)
+        {
             bail!(
                 "node {node}: table {logical} is already replicated with other settings; change them with \
                  `repctl alter-table`, or run `repctl remove-table {logical}` first"
@@ -271,34 +154,20 @@ pub fn add_scripts(
 }
 
 /// Whether a node's catalog already holds exactly this request for the table.
-fn same_settings(
-    client: &mut Client,
-    logical: &str,
-    table: &Table,
-    req: &AddTable,
-) -> Result<bool> {
-    let row = client.query_one(
-        "select nsp::text, rel::text, columns, where_clause, mode, on_peer_failure, conflict, conflict_column,
-                coalesce(node_priority, '{}'), on_apply_error
-           from repctl.tables where name = $1",
-        &[&logical],
-    )?;
-    let mut stored: Vec<String> = row.get(2);
+fn same_settings(stored: &Replicated, table: &Table, req: &AddTable) -> bool {
+    let mut columns = stored.columns.clone();
     let mut wanted: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
-    stored.sort();
+    columns.sort();
     wanted.sort();
-    Ok(TableName {
-        schema: row.get(0),
-        table: row.get(1),
-    } == table.name
-        && stored == wanted
-        && row.get::<_, Option<String>>(3) == req.where_clause
-        && row.get::<_, String>(4) == req.mode.as_str()
-        && row.get::<_, String>(5) == req.on_peer_failure.as_str()
-        && row.get::<_, String>(6) == req.conflict.as_str()
-        && row.get::<_, Option<String>>(7) == req.conflict_column
-        && row.get::<_, Vec<String>>(8) == req.node_priority
-        && row.get::<_, String>(9) == req.on_apply_error.as_str())
+    stored.local == table.name
+        && columns == wanted
+        && stored.where_clause == req.where_clause
+        && stored.mode == req.mode
+        && stored.on_peer_failure == req.on_peer_failure
+        && stored.on_apply_error == req.on_apply_error
+        && stored.conflict == req.conflict
+        && stored.conflict_column == req.conflict_column
+        && stored.node_priority == req.node_priority
 }
 
 fn check_conflict_settings(clients: &[(String, Client)], req: &AddTable) -> Result<()> {
@@ -527,26 +396,23 @@ pub fn remove_scripts(
     let mut found = false;
     for (node, client) in clients.iter_mut() {
         db::require_installed(client, node)?;
-        let row = client.query_opt(
-            "select nsp::text, rel::text, to_regclass(format('%I.%I', nsp, rel)) is not null,
-                    (select count(*) from repctl.queue q where q.tbl = t.name)
-               from repctl.tables t where name = $1",
-            &[&logical],
-        )?;
-        let Some(row) = row else { continue };
+        let Some(stored) = Replicated::load(client, node, &logical)? else {
+            continue;
+        };
         found = true;
-        let pending: i64 = row.get(3);
+        let row = client.query_one(
+            "select to_regclass(format('%I.%I', $1::text, $2::text)) is not null,
+                    (select count(*) from repctl.queue q where q.tbl = $3)",
+            &[&stored.local.schema, &stored.local.table, &logical],
+        )?;
+        let pending: i64 = row.get(1);
         if pending > 0 && !force {
             bail!(
                 "node {node}: {pending} change(s) of {logical} are still queued for peers; run `repctl drain` first, \
                  or pass --force to discard them"
             );
         }
-        let table = TableName {
-            schema: row.get(0),
-            table: row.get(1),
-        };
-        let sql = render_remove(node, &logical, &table, row.get(2))?;
+        let sql = render_remove(node, &logical, &stored.local, row.get(0))?;
         scripts.push(Script {
             node: node.clone(),
             sql,

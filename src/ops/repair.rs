@@ -12,6 +12,7 @@ use serde_json::{Map, Value as Json};
 
 use super::diff::side::{Side, TableOn};
 use super::diff::{self, Flow, KeyRows, Sink};
+use crate::catalog::Replicated;
 use crate::db;
 use crate::progress::Progress;
 use crate::render::{self, names, safe};
@@ -64,11 +65,9 @@ pub fn repair(
         .position(|(n, _)| n == source)
         .with_context(|| format!("no node named {source:?} in the config"))?;
     db::require_installed(&mut clients[s].1, source)?;
-    let mut tables: Vec<String> = clients[s]
-        .1
-        .query("select name from repctl.tables order by name", &[])?
-        .iter()
-        .map(|r| r.get(0))
+    let mut tables: Vec<String> = Replicated::all(&mut clients[s].1, source)?
+        .into_iter()
+        .map(|t| t.logical)
         .collect();
     if let Some(name) = only {
         if !tables.iter().any(|t| t == name) {
@@ -108,9 +107,28 @@ pub fn repair(
     Ok(reports)
 }
 
+/// What a repair statement does to a node's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fix {
+    Delete,
+    Update,
+    Insert,
+}
+
+impl Fix {
+    /// The statement's name in `ops/repair.sql`.
+    fn as_str(self) -> &'static str {
+        match self {
+            Fix::Delete => "delete",
+            Fix::Update => "update",
+            Fix::Insert => "insert",
+        }
+    }
+}
+
 /// The statements of one batch for one node, each with the keys it should change.
 struct Planned {
-    kind: &'static str,
+    kind: Fix,
     sql: String,
     keys: Vec<String>,
 }
@@ -178,7 +196,7 @@ impl Repair<'_> {
                     let line = if done.contains(key) {
                         format!(
                             "node {}: {}: {}d {key}",
-                            side.node, side.table.logical, p.kind
+                            side.node, side.table.logical, p.kind.as_str()
                         )
                     } else {
                         counts.skipped += 1;
@@ -195,11 +213,11 @@ impl Repair<'_> {
     }
 }
 
-fn count(c: &mut Counts, kind: &str, n: u64) {
+fn count(c: &mut Counts, kind: Fix, n: u64) {
     match kind {
-        "insert" => c.inserted += n,
-        "update" => c.updated += n,
-        _ => c.deleted += n,
+        Fix::Insert => c.inserted += n,
+        Fix::Update => c.updated += n,
+        Fix::Delete => c.deleted += n,
     }
 }
 
@@ -231,9 +249,9 @@ fn plan(
     }
     let mut planned = Vec::new();
     for (kind, batch) in [
-        ("delete", deletes),
-        ("update", updates),
-        ("insert", inserts),
+        (Fix::Delete, deletes),
+        (Fix::Update, updates),
+        (Fix::Insert, inserts),
     ] {
         let images: Vec<(Map<String, Json>, i32)> =
             batch.iter().map(|(_, img, h)| (img.clone(), *h)).collect();
@@ -255,7 +273,7 @@ fn plan(
 /// there (update, delete). None when there is nothing to do.
 pub fn render_statement(
     table: &TableOn,
-    kind: &str,
+    kind: Fix,
     rows: &[(Map<String, Json>, i32)],
 ) -> Result<Option<String>> {
     let update_columns: Vec<String> = table
@@ -264,17 +282,17 @@ pub fn render_statement(
         .filter(|c| !table.key.iter().any(|k| k.name == c.name))
         .map(|c| c.name.clone())
         .collect();
-    if rows.is_empty() || (kind == "update" && update_columns.is_empty()) {
+    if rows.is_empty() || (kind == Fix::Update && update_columns.is_empty()) {
         return Ok(None);
     }
     let rows: Vec<_> = rows
         .iter()
-        .map(|(image, hash)| context! { values => values(table, image, kind == "delete"), hash })
+        .map(|(image, hash)| context! { values => values(table, image, kind == Fix::Delete), hash })
         .collect();
     render::render(
         "ops/repair.sql",
         &context! {
-            query => kind,
+            query => kind.as_str(),
             table => safe(table.name.sql()),
             key => column_values(&table.key),
             columns => column_values(&table.columns),

@@ -6,7 +6,8 @@ use anyhow::Result;
 use postgres::Client;
 use serde::Serialize;
 
-use super::{node_table, replicated_tables};
+use super::replicated_tables;
+use crate::catalog::Replicated;
 use crate::config::Config;
 use crate::db;
 use crate::render::names;
@@ -120,22 +121,15 @@ pub fn status(
                 t.complete = false;
                 continue;
             }
-            match node_table(client, &logical)? {
+            match Replicated::load(client, name, &logical)? {
                 None => {
                     t.missing
                         .insert(name.clone(), vec!["table not added on this node".into()]);
                     t.complete = false;
                 }
                 Some(nt) => {
-                    t.nodes.insert(
-                        name.clone(),
-                        crate::catalog::TableName {
-                            schema: nt.nsp,
-                            table: nt.rel,
-                        }
-                        .to_string(),
-                    );
-                    t.mode.get_or_insert(nt.mode);
+                    t.nodes.insert(name.clone(), nt.local.to_string());
+                    t.mode.get_or_insert(nt.mode.as_str().to_string());
                     let n: i64 = client
                         .query_one(
                             "select count(*) from repctl.conflict where tbl = $1",
@@ -143,7 +137,7 @@ pub fn status(
                         )?
                         .get(0);
                     t.conflicts.insert(name.clone(), n);
-                    let missing = table_missing(client, &logical)?;
+                    let missing = table_missing(client, &nt)?;
                     if !missing.is_empty() {
                         t.complete = false;
                         t.missing.insert(name.clone(), missing);
@@ -209,22 +203,25 @@ fn node_missing(config: &Config, name: &str, client: &mut Client) -> Result<Vec<
     Ok(missing)
 }
 
-fn table_missing(client: &mut Client, logical: &str) -> Result<Vec<String>> {
+fn table_missing(client: &mut Client, t: &Replicated) -> Result<Vec<String>> {
     let rows = client.query(
-        "select what from repctl.tables t,
-                lateral (values
-                  ('capture function', to_regproc(format('repctl.%I', t.capture_fn)) is not null),
-                  ('apply function (SECURITY DEFINER)', exists (select from pg_proc where proname = t.apply_fn
+        "select what from (values
+                  ('capture function', to_regproc(format('repctl.%I', $1::text)) is not null),
+                  ('apply function (SECURITY DEFINER)', exists (select from pg_proc where proname = $2::text
                                              and pronamespace = 'repctl'::regnamespace and prosecdef)),
-                  ('table', to_regclass(format('%I.%I', t.nsp, t.rel)) is not null)) c(what, ok)
-          where t.name = $1 and not c.ok
+                  ('table', to_regclass(format('%I.%I', $3::text, $4::text)) is not null)) c(what, ok)
+          where not c.ok
          union all
-         select 'trigger ' || trg from repctl.tables t,
-                unnest($2::text[]) trg
-          where t.name = $1
-            and not exists (select from pg_trigger g where g.tgname = trg
-                              and g.tgrelid = to_regclass(format('%I.%I', t.nsp, t.rel)))",
-        &[&logical, &names::CAPTURE_TRIGGERS.map(|(_, t)| t).to_vec()],
+         select 'trigger ' || trg from unnest($5::text[]) trg
+          where not exists (select from pg_trigger g where g.tgname = trg
+                              and g.tgrelid = to_regclass(format('%I.%I', $3::text, $4::text)))",
+        &[
+            &names::capture_fn(&t.logical),
+            &names::apply_fn(&t.logical),
+            &t.local.schema,
+            &t.local.table,
+            &names::CAPTURE_TRIGGERS.map(|(_, t)| t).to_vec(),
+        ],
     )?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }

@@ -7,7 +7,8 @@ use minijinja::context;
 use postgres::Client;
 use serde::Serialize;
 
-use super::{NodeTable, chosen_tables, node_table};
+use super::chosen_tables;
+use crate::catalog::Replicated;
 use crate::db;
 use crate::render::{self, safe};
 
@@ -67,7 +68,7 @@ select not a.attnotnull,
 
 /// A replicated table as one node has it, and what its checksum needs to know there.
 pub struct Described {
-    pub table: NodeTable,
+    pub table: Replicated,
     /// `server_version_num`.
     pub version: i32,
     pub columns: Vec<ColumnHash>,
@@ -75,19 +76,17 @@ pub struct Described {
 
 /// Reads how a node would checksum the table.
 pub fn describe(client: &mut Client, node: &str, logical: &str) -> Result<Described> {
-    let table =
-        node_table(client, logical)?.with_context(|| format!("not replicated on node {node}"))?;
+    let table = Replicated::require(client, node, logical)?;
     let version: i32 = client
         .query_one("select current_setting('server_version_num')::int4", &[])?
         .get(0);
     let rows = client
-        .query(DESCRIBE_COLUMNS, &[&table.nsp, &table.rel, &table.columns])
+        .query(DESCRIBE_COLUMNS, &[&table.local.schema, &table.local.table, &table.columns])
         .with_context(|| format!("node {node}: reading the column types of {logical}"))?;
     if rows.len() != table.columns.len() {
         anyhow::bail!(
-            "node {node}: {}.{} lacks a column repctl replicates as {logical}",
-            table.nsp,
-            table.rel
+            "node {node}: {} lacks a column repctl replicates as {logical}",
+            table.local
         );
     }
     let columns = table
@@ -213,12 +212,12 @@ impl Described {
 }
 
 /// The checksum query for one node.
-pub fn checksum_sql(table: &NodeTable, checksum: &Checksum) -> Result<String> {
+pub fn checksum_sql(table: &Replicated, checksum: &Checksum) -> Result<String> {
     render::render(
         "ops/verify.sql",
         &context! {
             checksum => checksum.context(),
-            table => safe(render::qualified(&table.nsp, &table.rel)),
+            table => safe(table.local.sql()),
             where => table.where_clause.clone().map(safe),
         },
     )
@@ -338,13 +337,7 @@ fn checksum(
     tx.commit()?;
     Ok(NodeSum {
         node: node.to_string(),
-        table: Some(
-            crate::catalog::TableName {
-                schema: described.table.nsp.clone(),
-                table: described.table.rel.clone(),
-            }
-            .to_string(),
-        ),
+        table: Some(described.table.local.to_string()),
         rows: Some(row.get(0)),
         hash: Some(row.get(1)),
         error: None,
@@ -357,12 +350,21 @@ mod tests {
 
     fn node(version: i32, columns: &[(&str, bool, &str)]) -> Described {
         Described {
-            table: NodeTable {
-                nsp: "public".into(),
-                rel: "t".into(),
+            table: Replicated {
+                logical: "public.t".into(),
+                local: crate::catalog::TableName {
+                    schema: "public".into(),
+                    table: "t".into(),
+                },
                 columns: columns.iter().map(|c| c.0.to_string()).collect(),
+                key: vec![columns[0].0.to_string()],
                 where_clause: None,
-                mode: "sync".into(),
+                mode: crate::catalog::Mode::Sync,
+                on_peer_failure: crate::catalog::OnPeerFailure::Queue,
+                on_apply_error: crate::catalog::OnApplyError::Stop,
+                conflict: crate::catalog::ConflictRule::OriginWins,
+                conflict_column: None,
+                node_priority: Vec::new(),
             },
             version,
             columns: columns

@@ -21,8 +21,48 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/node/init.sql"),
     ),
     (
+        "node/catalog.sql",
+        include_str!("../../templates/node/catalog.sql"),
+    ),
+    (
+        "node/servers.sql",
+        include_str!("../../templates/node/servers.sql"),
+    ),
+    (
+        "node/ownership.sql",
+        include_str!("../../templates/node/ownership.sql"),
+    ),
+    (
+        "node/queue_read.sql",
+        include_str!("../../templates/node/queue_read.sql"),
+    ),
+    (
+        "node/conflict_error.sql",
+        include_str!("../../templates/node/conflict_error.sql"),
+    ),
+    (
+        "node/reachability.sql",
+        include_str!("../../templates/node/reachability.sql"),
+    ),
+    (
+        "node/flush.sql",
+        include_str!("../../templates/node/flush.sql"),
+    ),
+    (
+        "node/apply.sql",
+        include_str!("../../templates/node/apply.sql"),
+    ),
+    (
         "node/park.sql",
         include_str!("../../templates/node/park.sql"),
+    ),
+    (
+        "node/privileges.sql",
+        include_str!("../../templates/node/privileges.sql"),
+    ),
+    (
+        "node/peers.sql",
+        include_str!("../../templates/node/peers.sql"),
     ),
     (
         "table/add.sql",

@@ -8,7 +8,7 @@ use minijinja::context;
 use postgres::Client;
 use postgres::types::ToSql;
 
-use crate::catalog::{self, Column, TableName};
+use crate::catalog::{self, Column, Replicated, TableName};
 use crate::db;
 use crate::ops::verify::{self, Checksum};
 use crate::render::{self, safe};
@@ -38,21 +38,8 @@ impl TableOn {
     /// Reads what repctl recorded for the table on the node, and the column types from the catalog.
     pub fn load(client: &mut Client, node: &str, logical: &str) -> Result<TableOn> {
         db::require_installed(client, node)?;
-        let row = client
-            .query_opt(
-                "select nsp::text, rel::text, columns, key_columns, where_clause
-                   from repctl.tables where name = $1",
-                &[&logical],
-            )?
-            .with_context(|| {
-                format!(
-                    "node {node}: table {logical} is not replicated there (see `repctl status`)"
-                )
-            })?;
-        let name = TableName {
-            schema: row.get(0),
-            table: row.get(1),
-        };
+        let stored = Replicated::require(client, node, logical)?;
+        let name = stored.local;
         let inspected = catalog::inspect(client, node, &name)?;
         let find = |wanted: &String| {
             inspected
@@ -67,15 +54,13 @@ impl TableOn {
                     )
                 })
         };
-        let columns: Vec<String> = row.get(2);
-        let key: Vec<String> = row.get(3);
         Ok(TableOn {
-            checksum: Checksum::text(&columns),
-            logical: logical.to_string(),
-            columns: columns.iter().map(find).collect::<Result<_>>()?,
-            key: key.iter().map(find).collect::<Result<_>>()?,
+            checksum: Checksum::text(&stored.columns),
+            logical: stored.logical,
+            columns: stored.columns.iter().map(find).collect::<Result<_>>()?,
+            key: stored.key.iter().map(find).collect::<Result<_>>()?,
             name,
-            where_clause: row.get(4),
+            where_clause: stored.where_clause,
         })
     }
 

@@ -1,0 +1,226 @@
+//! A replicated table as one node's `repctl.tables` records it: the one reader of that catalog,
+//! and the settings' types.
+
+use anyhow::{Context, Result, bail};
+use postgres::{GenericClient, Row};
+
+use super::TableName;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Ship each transaction's changes to the peers at commit.
+    Sync,
+    /// Only queue changes; `drain` (or `run`) delivers them.
+    Async,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnPeerFailure {
+    /// Keep the change queued for the peer; the local write succeeds.
+    Queue,
+    /// Fail the local write when a peer cannot take it.
+    Error,
+}
+
+/// What drain and run do with a change the peer refuses (a constraint or trigger only the peer
+/// has, a value it rejects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnApplyError {
+    /// Stop the pair at the change; it stays queued (`repctl queue skip` parks it).
+    Stop,
+    /// Move the change into repctl.parked on the origin with the peer's error; the pair goes on.
+    Park,
+}
+
+/// How a conflict (two nodes changed the same row before exchanging changes) is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConflictRule {
+    /// The incoming change wins; this node's own pending change of that row is dropped.
+    OriginWins,
+    /// This node's row is kept; the incoming change is dropped.
+    TargetWins,
+    /// The newer version wins (commit time, or --conflict-column); ties go to the node name that sorts first.
+    LastWriteWins,
+    /// The version from the node listed first in --node-priority wins; same node: the newer.
+    NodePriority,
+    /// Stop the pair at the change, keep it queued, and report it.
+    Error,
+}
+
+/// Settings are stored under their clap spelling; `parse` reads them back.
+macro_rules! setting {
+    ($t:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(<$t>::$variant => $name),+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<$t> {
+                match s {
+                    $($name => Some(<$t>::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+setting!(Mode { Sync => "sync", Async => "async" });
+setting!(OnPeerFailure { Queue => "queue", Error => "error" });
+setting!(OnApplyError { Stop => "stop", Park => "park" });
+setting!(ConflictRule {
+    OriginWins => "origin-wins",
+    TargetWins => "target-wins",
+    LastWriteWins => "last-write-wins",
+    NodePriority => "node-priority",
+    Error => "error",
+});
+
+impl ConflictRule {
+    /// Rules that compare who wrote a row's current version and when.
+    pub fn versioned(self) -> bool {
+        matches!(
+            self,
+            ConflictRule::LastWriteWins | ConflictRule::NodePriority
+        )
+    }
+}
+
+/// One row of a node's `repctl.tables`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replicated {
+    /// The name every node knows the table by (`schema.table` as add-table was given it).
+    pub logical: String,
+    /// The node's own table replicated under `logical` (differs with `--map`).
+    pub local: TableName,
+    /// Replicated columns, in the order every node uses.
+    pub columns: Vec<String>,
+    /// Primary key columns in key order.
+    pub key: Vec<String>,
+    pub where_clause: Option<String>,
+    pub mode: Mode,
+    pub on_peer_failure: OnPeerFailure,
+    pub on_apply_error: OnApplyError,
+    pub conflict: ConflictRule,
+    pub conflict_column: Option<String>,
+    pub node_priority: Vec<String>,
+}
+
+const SELECT: &str = "select name, nsp::text as nsp, rel::text as rel, columns, key_columns, where_clause, mode,
+        on_peer_failure, on_apply_error, conflict, conflict_column, coalesce(node_priority, '{}') as node_priority
+   from repctl.tables";
+
+impl Replicated {
+    /// The table replicated as `logical` on this node, if it is.
+    pub fn load(
+        client: &mut impl GenericClient,
+        node: &str,
+        logical: &str,
+    ) -> Result<Option<Replicated>> {
+        client
+            .query_opt(&format!("{SELECT} where name = $1"), &[&logical])
+            .with_context(|| format!("node {node}: reading repctl.tables"))?
+            .map(|r| Replicated::from_row(&r, node))
+            .transpose()
+    }
+
+    /// Like `load`, for a table the command needs on this node.
+    pub fn require(
+        client: &mut impl GenericClient,
+        node: &str,
+        logical: &str,
+    ) -> Result<Replicated> {
+        Replicated::load(client, node, logical)?.with_context(|| {
+            format!("node {node}: table {logical} is not replicated there (see `repctl status`)")
+        })
+    }
+
+    /// Every table this node replicates, by logical name.
+    pub fn all(client: &mut impl GenericClient, node: &str) -> Result<Vec<Replicated>> {
+        client
+            .query(&format!("{SELECT} order by name"), &[])
+            .with_context(|| format!("node {node}: reading repctl.tables"))?
+            .iter()
+            .map(|r| Replicated::from_row(r, node))
+            .collect()
+    }
+
+    fn from_row(r: &Row, node: &str) -> Result<Replicated> {
+        let logical: String = r.get("name");
+        fn parsed<T>(
+            value: String,
+            parse: fn(&str) -> Option<T>,
+            node: &str,
+            logical: &str,
+            what: &str,
+        ) -> Result<T> {
+            match parse(&value) {
+                Some(v) => Ok(v),
+                None => bail!(
+                    "node {node}: table {logical} has {what} {value:?} in repctl.tables, which this repctl \
+                     does not know (a newer repctl installed it, or the catalog was edited): upgrade repctl, \
+                     or set it again with `repctl alter-table {logical} --{what} ...`"
+                ),
+            }
+        }
+        Ok(Replicated {
+            local: TableName {
+                schema: r.get("nsp"),
+                table: r.get("rel"),
+            },
+            columns: r.get("columns"),
+            key: r.get("key_columns"),
+            where_clause: r.get("where_clause"),
+            mode: parsed(r.get("mode"), Mode::parse, node, &logical, "mode")?,
+            on_peer_failure: parsed(
+                r.get("on_peer_failure"),
+                OnPeerFailure::parse,
+                node,
+                &logical,
+                "on-peer-failure",
+            )?,
+            on_apply_error: parsed(
+                r.get("on_apply_error"),
+                OnApplyError::parse,
+                node,
+                &logical,
+                "on-apply-error",
+            )?,
+            conflict: parsed(
+                r.get("conflict"),
+                ConflictRule::parse,
+                node,
+                &logical,
+                "conflict",
+            )?,
+            conflict_column: r.get("conflict_column"),
+            node_priority: r.get("node_priority"),
+            logical,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_round_trip_through_their_stored_names() {
+        // The stored names are clap's spellings, which the CLI and `--json` show.
+        for rule in <ConflictRule as clap::ValueEnum>::value_variants() {
+            let clap_name = clap::ValueEnum::to_possible_value(rule).unwrap();
+            assert_eq!(rule.as_str(), clap_name.get_name());
+            assert_eq!(ConflictRule::parse(rule.as_str()), Some(*rule));
+        }
+        assert_eq!(ConflictRule::LastWriteWins.as_str(), "last-write-wins");
+        assert_eq!(Mode::Async.as_str(), "async");
+        assert_eq!(OnPeerFailure::Error.as_str(), "error");
+        assert_eq!(OnApplyError::parse("park"), Some(OnApplyError::Park));
+        assert_eq!(Mode::parse("semi"), None);
+    }
+}

@@ -1,0 +1,102 @@
+{#- Included by node/init.sql: repctl's tables: settings, peers, replicated tables, versions, the conflict log, the queue and the apply/delivery bookkeeping. -#}
+create table if not exists repctl.meta (
+  key text primary key,
+  value text not null
+);
+insert into repctl.meta as m (key, value)
+values ('node', {{ node | ql }}), ('version', {{ version | ql }}), ('agent', {{ agent | ql }})
+on conflict (key) do update set value = excluded.value where m.value is distinct from excluded.value;
+
+-- One row per other node: the foreign server whose user mapping reaches it.
+create table if not exists repctl.peer (
+  name text primary key,
+  server name not null
+);
+
+-- Replicated tables; `name` is the logical name shared by every node, nsp/rel the local table.
+create table if not exists repctl.tables (
+  name text primary key,
+  nsp name not null,
+  rel name not null,
+  columns text[] not null,
+  key_columns text[] not null,
+  where_clause text,
+  mode text not null,
+  on_peer_failure text not null,
+  capture_fn name not null,
+  apply_fn name not null,
+  added_at timestamptz not null default now()
+);
+-- Added after 0.1.0 installs existed: conflict handling settings.
+alter table repctl.tables add column if not exists conflict text not null default 'origin-wins';
+alter table repctl.tables add column if not exists conflict_column text;
+alter table repctl.tables add column if not exists node_priority text[];
+
+-- Who wrote each row's current version and when, for tables whose conflict rule compares versions
+-- (last-write-wins, node-priority); kept by capture and apply.
+create table if not exists repctl.version (
+  tbl text not null,
+  k jsonb not null,
+  origin text not null,
+  ts timestamptz not null,
+  primary key (tbl, k)
+);
+-- node-priority: how many writes of the row this version has seen, itself included.
+alter table repctl.version add column if not exists n integer not null default 0;
+
+-- The audit log: every conflict, with both versions, the rule and the winner.
+create table if not exists repctl.conflict (
+  id bigint generated always as identity primary key,
+  at timestamptz not null default clock_timestamp(),
+  tbl text not null,
+  k jsonb not null,
+  kind text not null,
+  origin text not null,
+  local_row jsonb,
+  remote_row jsonb,
+  rule text not null,
+  winner text not null
+);
+create index if not exists conflict_at on repctl.conflict (at);
+
+-- The queue: every change a peer has not received yet, as row images (not SQL), one partition per peer.
+create sequence if not exists repctl.queue_seq as bigint;
+create table if not exists repctl.queue (
+  peer text not null,
+  seq bigint not null default nextval('repctl.queue_seq'),
+  tbl text not null,
+  op "char" not null,
+  r jsonb,
+  o jsonb,
+  xid xid8 not null default pg_current_xact_id(),
+  ts timestamptz not null default clock_timestamp(),
+  primary key (peer, seq)
+) partition by list (peer);
+-- A resolution sent back by a target that kept its row (target-wins): applied without a conflict check.
+alter table repctl.queue add column if not exists resolved boolean not null default false;
+-- node-priority: the count of the version the change writes (repctl.version.n).
+alter table repctl.queue add column if not exists n integer;
+
+-- The last drain batch applied here per origin, so a drain cut off after the peer's commit can
+-- tell which of the origin's queued changes are already applied.
+create table if not exists repctl.applied (
+  origin text primary key,
+  seqs bigint[] not null,
+  at timestamptz not null
+);
+-- Out of line but not compressed: pglz took ~3 ms of every 5,000-change batch's apply to shrink
+-- its 40 kB of seqs, 20 times what storing them costs; one row per origin, so space is no matter.
+alter table repctl.applied alter column seqs set storage external;
+
+-- Per peer: when a drain last delivered and how much in total.
+create table if not exists repctl.delivery (
+  peer text primary key,
+  last_delivery timestamptz,
+  delivered bigint not null default 0
+);
+
+-- One row per writing transaction in synchronous mode; its deferred trigger ships the changes at commit.
+create unlogged table if not exists repctl.flush_request (
+  xid xid8 primary key
+);
+
