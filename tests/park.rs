@@ -210,8 +210,8 @@ fn kill_9_of_run_while_parking_loses_nothing() {
                 .unwrap();
         }
         c.batch_execute(&format!(
-            "insert into p select {} + g, case when g % 7 = 0 then 500 else 1 end from generate_series(300, 599) g",
-            round * 1000
+            "insert into p select {base} + g, case when ({base} + g) % 7 = 0 then 500 else 1 end from generate_series(300, 599) g",
+            base = round * 1000
         ))
         .unwrap();
         run.child().kill().unwrap();
