@@ -284,3 +284,49 @@ fn queue_skip_while_run_runs() {
     assert!(log.contains("yielded"), "{log}");
     assert!(log.contains("taken back"), "{log}");
 }
+
+/// `repctl prune` (and `run`, hourly) drops conflict-log rows and discarded changes older than
+/// `retention_days`, and keeps the newer ones and every parked change still waiting.
+#[test]
+fn prune_keeps_the_newest_rows() {
+    let s = refusing_peer(&["--on-apply-error", "park"]);
+    let local = s.node("local");
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(&s.config, format!("retention_days = 7\n{text}")).unwrap();
+    local.exec(
+        "insert into repctl.conflict (at, tbl, k, kind, origin, rule, winner)
+         select now() - (g - 0.5) * interval '1 day', 'public.p', jsonb_build_object('id', g::text), 'update_differs', 'remote', 'origin-wins', 'remote'
+           from generate_series(1, 10) g",
+    );
+    local.exec("insert into p select g, 500 from generate_series(1, 3) g");
+    s.repctl_ok(&["drain"], 0);
+    s.repctl_ok(&["queue", "discard", "--all", "--to", "remote"], 0);
+    local.exec("insert into p values (4, 500)");
+    s.repctl_ok(&["drain"], 0);
+    // Two discarded long ago, one yesterday; one still parked (not discarded) from long ago.
+    local.exec(
+        "update repctl.parked set discarded_at = now() - interval '30 days' where (r ->> 'id')::int in (1, 2);
+         update repctl.parked set discarded_at = now() - interval '1 day' where (r ->> 'id')::int = 3;
+         update repctl.parked set parked_at = now() - interval '30 days' where (r ->> 'id')::int = 4",
+    );
+    let pruned = json(&s, &["prune", "--json"], 0);
+    let count = |what: &str| {
+        pruned
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["node"] == "local" && p["what"] == what)
+            .unwrap()["pruned"]
+            .clone()
+    };
+    assert_eq!(count("conflict"), 3, "{pruned}");
+    assert_eq!(count("discarded"), 2, "{pruned}");
+    assert_eq!(
+        ids(local, "select (k ->> 'id')::bigint from repctl.conflict"),
+        (1..=7).collect()
+    );
+    assert_eq!(
+        ids(local, "select (r ->> 'id')::bigint from repctl.parked"),
+        [3, 4].into()
+    );
+}

@@ -80,8 +80,8 @@ fn write(mut c: Client, k: u64, tps: u32, stop: &AtomicBool, done: &AtomicU64) -
 fn sizes(c: &mut Client) -> Result<Vec<(String, i64, i64, i64)>> {
     Ok(c.query(
         "select case when c.relispartition then 'queue' else c.relname::text end as name,
-                sum(pg_table_size(c.oid)) / 1024, sum(pg_indexes_size(c.oid)) / 1024,
-                sum(coalesce(s.n_dead_tup, 0))
+                (sum(pg_table_size(c.oid)) / 1024)::bigint, (sum(pg_indexes_size(c.oid)) / 1024)::bigint,
+                sum(coalesce(s.n_dead_tup, 0))::bigint
            from pg_class c left join pg_stat_all_tables s on s.relid = c.oid
           where c.relnamespace = 'repctl'::regnamespace and c.relkind = 'r'
           group by 1 order by 1",

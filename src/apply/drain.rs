@@ -258,6 +258,11 @@ impl Pipeline {
         self.ahead = None;
     }
 
+    /// Whether batches are still growing back after a parked change: more is likely queued.
+    pub fn ramping(&self) -> bool {
+        self.cap.is_some()
+    }
+
     /// Whether a batch is read ahead (then the batch before may still be in the origin's queue).
     pub fn ready(&self) -> bool {
         self.ahead.is_some()

@@ -20,6 +20,7 @@ use crate::config::{Config, Node};
 use crate::db;
 use crate::locks;
 use crate::ops::lag::{self, PairLag};
+use crate::ops::prune;
 use crate::render::{self, names};
 
 pub struct RunOptions {
@@ -45,6 +46,8 @@ struct NodeConn {
     backoff: Duration,
     retry_at: Instant,
     was_up: bool,
+    /// When this run last pruned the node (retention_days); None: not yet.
+    pruned_at: Option<Instant>,
 }
 
 /// Per ordered pair: whether run holds its lock, and whether it is working off a backlog.
@@ -68,6 +71,7 @@ struct PairState {
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// A safety net for changes queued without a notification (e.g. before run started).
 const IDLE_SWEEP: Duration = Duration::from_secs(1);
 
@@ -81,6 +85,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: &AtomicBool) -> Result<()> 
             backoff: Duration::from_millis(500),
             retry_at: Instant::now(),
             was_up: false,
+            pruned_at: None,
         })
         .collect();
     let n = nodes.len();
@@ -112,8 +117,9 @@ pub fn run(config: &Config, opts: &RunOptions, stop: &AtomicBool) -> Result<()> 
                     Ok(round) => {
                         let count = round.delivered;
                         window_delivered += count;
-                        busy |= count == opts.batch || state.pipe.ready() || round.parked;
-                        state.quiet = count == 0 && !state.pipe.ready() && !round.parked;
+                        let more = state.pipe.ready() || round.parked || state.pipe.ramping();
+                        busy |= count == opts.batch || more;
+                        state.quiet = count == 0 && !more;
                         if count > 0 {
                             pairs[j][i].pipe.drop_ahead();
                         }
@@ -144,6 +150,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: &AtomicBool) -> Result<()> 
             last_check = Instant::now();
             probe(&mut nodes);
             yield_wanted(&mut nodes, &mut pairs);
+            prune_due(&mut nodes, config.retention_days);
         }
         let wait = if busy { Duration::ZERO } else { IDLE_SWEEP };
         visit = woken(&mut nodes, stop, &mut last_sweep, wait);
@@ -301,6 +308,30 @@ fn yield_wanted(nodes: &mut [NodeConn], pairs: &mut [Vec<PairState>]) {
             state.locked = false;
             state.yielded = true;
             state.pipe = Pipeline::default();
+        }
+    }
+}
+
+/// Prunes each node's conflict log and discarded changes at start and then hourly.
+fn prune_due(nodes: &mut [NodeConn], days: u32) {
+    for conn in nodes.iter_mut() {
+        let Some(c) = conn.client.as_mut() else {
+            continue;
+        };
+        if conn.pruned_at.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+            continue;
+        }
+        match prune::prune(c, &conn.node.name, days) {
+            Ok(pruned) => {
+                conn.pruned_at = Some(Instant::now());
+                for p in pruned.iter().filter(|p| p.pruned > 0) {
+                    info!(
+                        "node {}: pruned {} {} row(s) older than {days} day(s)",
+                        p.node, p.pruned, p.what
+                    );
+                }
+            }
+            Err(e) => warn!("node {}: pruning: {e:#}", conn.node.name),
         }
     }
 }

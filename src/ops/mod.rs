@@ -3,6 +3,7 @@
 pub mod conflicts;
 pub mod diff;
 pub mod lag;
+pub mod prune;
 pub mod queue;
 pub mod repair;
 pub mod status;

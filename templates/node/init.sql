@@ -16,5 +16,6 @@ revoke all on pg_catalog.pg_user_mappings from public;
 {% include "node/flush.sql" %}
 {% include "node/apply.sql" %}
 {% include "node/park.sql" %}
+{% include "node/prune.sql" %}
 {% include "node/privileges.sql" %}
 {% include "node/peers.sql" %}
