@@ -37,9 +37,10 @@ pub struct Args {
     /// When a peer refuses a change: stop the pair there, or park the change (see `repctl queue`) and go on.
     #[arg(long, value_enum, default_value = "stop")]
     on_apply_error: OnApplyError,
-    /// How conflicts (two nodes changed the same row) are resolved.
-    #[arg(long, value_enum, default_value = "origin-wins")]
-    conflict: ConflictRule,
+    /// How conflicts (two nodes changed the same row) are resolved [default: origin-wins with two
+    /// nodes, last-write-wins with three or more].
+    #[arg(long, value_enum)]
+    conflict: Option<ConflictRule>,
     /// With last-write-wins: compare this timestamp column instead of commit times.
     #[arg(long, value_name = "COL")]
     conflict_column: Option<String>,
@@ -75,7 +76,11 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         mode: args.mode,
         on_peer_failure: args.on_peer_failure,
         on_apply_error: args.on_apply_error,
-        conflict: args.conflict,
+        conflict: args.conflict.unwrap_or(if config.nodes.len() > 2 {
+            ConflictRule::LastWriteWins
+        } else {
+            ConflictRule::OriginWins
+        }),
         conflict_column: args.conflict_column,
         node_priority: args.node_priority,
     };

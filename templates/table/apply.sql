@@ -161,12 +161,13 @@ begin
       from batch as b
   ), judged as (
     select h.*, case
-        when h.resolved then null
 {% if conflict in ["origin-wins", "target-wins"] %}
         -- This node has a change of the key queued for the origin: the two were concurrent,
-        -- whatever the values.
+        -- whatever the values. So was a resolution (a row the origin kept, sent back) crossing a
+        -- later change made here: applied, it would overwrite a row the origin is yet to receive.
         when h.pending then {{ shape_kind("h") }}
 {% endif %}
+        when h.resolved then null
         when h.first_op = 'I' then case when h.cur is not null and h.cur is distinct from h.img then 'insert_exists' end
         when h.cur is null then case when h.first_op = 'U' then 'update_missing' else 'delete_missing' end
         when h.cur is distinct from h.first_o and h.cur is distinct from h.img then
