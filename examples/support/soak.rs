@@ -34,6 +34,16 @@ impl Rng {
     }
 }
 
+/// `repctl run` as a child, killed if the soak fails before stopping it.
+struct Run(std::process::Child);
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// One writer's loop until `stop`; counts its transactions.
 fn write(mut c: Client, k: u64, tps: u32, stop: &AtomicBool, done: &AtomicU64) -> Result<()> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (k + 1));
@@ -42,7 +52,7 @@ fn write(mut c: Client, k: u64, tps: u32, stop: &AtomicBool, done: &AtomicU64) -
     let pace = (tps > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(tps)));
     let started = Instant::now();
     let upsert = c.prepare(
-        "insert into soak.t values ($1, $2, 1, md5($1::text)) on conflict (id) do update set n = soak.t.n + 1, node = excluded.node",
+        "insert into soak.t values ($1, $2, 1, md5(random()::text)) on conflict (id) do update set n = soak.t.n + 1, node = excluded.node",
     )?;
     let mut i: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -158,17 +168,21 @@ pub fn soak(repctl: &[std::ffi::OsString], minutes: u32, tps: u32) -> Result<()>
         "last-write-wins",
     ])?;
     let log = work.path().join("run.log");
-    let mut run = cli(&["run", "--stats-every", "60"])
+    let mut run = Run(cli(&["run", "--stats-every", "60"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
-        .spawn()?;
+        .spawn()?);
     let stop = Arc::new(AtomicBool::new(false));
     let counts: Arc<Vec<AtomicU64>> = Arc::new(NODES.iter().map(|_| AtomicU64::new(0)).collect());
     let writers: Vec<_> = (0..NODES.len())
         .map(|k| {
             let (c, stop, counts) = (cluster.connect(NODES[k])?, stop.clone(), counts.clone());
             Ok(std::thread::spawn(move || {
-                write(c, k as u64, tps, &stop, &counts[k])
+                let written = write(c, k as u64, tps, &stop, &counts[k]);
+                if let Err(e) = &written {
+                    eprintln!("soak: writer on {}: {e:#}", NODES[k]);
+                }
+                written
             }))
         })
         .collect::<Result<_>>()?;
@@ -221,7 +235,7 @@ pub fn soak(repctl: &[std::ffi::OsString], minutes: u32, tps: u32) -> Result<()>
             "| {minute} | {} | {} | {:.1} | {} |",
             tps_now.join(" / "),
             lags.join(", "),
-            rss_mb(run.id()),
+            rss_mb(run.0.id()),
             tables
                 .iter()
                 .map(|(_, heap, idx, dead)| format!("{heap}+{idx} kB, {dead} dead"))
@@ -234,9 +248,9 @@ pub fn soak(repctl: &[std::ffi::OsString], minutes: u32, tps: u32) -> Result<()>
         w.join().expect("writer thread")?;
     }
     Command::new("kill")
-        .args(["-TERM", &run.id().to_string()])
+        .args(["-TERM", &run.0.id().to_string()])
         .status()?;
-    run.wait()?;
+    run.0.wait()?;
     let text = std::fs::read_to_string(&log)?;
     let warnings = text.lines().filter(|l| l.contains("WARN")).count();
     eprintln!("soak: run logged {warnings} warning(s); last lines:");

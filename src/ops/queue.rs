@@ -11,8 +11,13 @@ use serde_json::Value;
 /// `parked_by` of a change drain or run parked by the table's policy.
 pub const BY_POLICY: &str = "on-apply-error park";
 
-/// A time as the listings show it (UTC, RFC 3339).
-const UTC: &str = "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'";
+/// A time as the listings show it (UTC, RFC 3339): to_char's format.
+macro_rules! utc {
+    () => {
+        "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'"
+    };
+}
+const UTC: &str = utc!();
 
 /// Where a pair stopped: the change the peer refused, still queued.
 #[derive(Debug, Clone, Serialize)]
@@ -122,6 +127,27 @@ fn image(text: Option<String>) -> Result<Option<Value>> {
     Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
 }
 
+/// The change's columns, first in every listing's query.
+const CHANGE: &str = concat!(
+    "seq, tbl, op::text, r::text, o::text, to_char(ts at time zone 'UTC', ",
+    utc!(),
+    ")"
+);
+
+impl Change {
+    /// The change from a row that starts with `CHANGE`'s columns.
+    fn read(r: &postgres::Row) -> Result<Change> {
+        Ok(Change {
+            seq: r.get(0),
+            table: r.get(1),
+            op: r.get(2),
+            row: image(r.get(3))?,
+            old: image(r.get(4))?,
+            at: r.get(5),
+        })
+    }
+}
+
 /// The first `limit` changes queued from `from` for `to`, with the pair's counts and stop.
 pub fn head(origin: &mut Client, from: &str, to: &str, limit: i64) -> Result<Head> {
     let counts = origin.query_one(
@@ -129,23 +155,14 @@ pub fn head(origin: &mut Client, from: &str, to: &str, limit: i64) -> Result<Hea
                 (select count(*) from repctl.parked where peer = $1 and discarded_at is null)",
         &[&to],
     )?;
-    let mut head = Vec::new();
-    for r in origin.query(
-        &format!(
-            "select seq, tbl, op::text, r::text, o::text, to_char(ts at time zone 'UTC', {UTC})
-               from repctl.queue where peer = $1 order by seq limit $2"
-        ),
-        &[&to, &limit],
-    )? {
-        head.push(Change {
-            seq: r.get(0),
-            table: r.get(1),
-            op: r.get(2),
-            row: image(r.get(3))?,
-            old: image(r.get(4))?,
-            at: r.get(5),
-        });
-    }
+    let head = origin
+        .query(
+            &format!("select {CHANGE} from repctl.queue where peer = $1 order by seq limit $2"),
+            &[&to, &limit],
+        )?
+        .iter()
+        .map(Change::read)
+        .collect::<Result<_>>()?;
     Ok(Head {
         from: from.to_string(),
         to: to.to_string(),
@@ -166,8 +183,7 @@ pub fn parked(
 ) -> Result<Vec<Parked>> {
     let rows = origin.query(
         &format!(
-            "select peer, seq, tbl, op::text, r::text, o::text, to_char(ts at time zone 'UTC', {UTC}), error, sqlstate,
-                    to_char(parked_at at time zone 'UTC', {UTC}), parked_by,
+            "select {CHANGE}, peer, error, sqlstate, to_char(parked_at at time zone 'UTC', {UTC}), parked_by,
                     to_char(discarded_at at time zone 'UTC', {UTC}), discarded_by
                from repctl.parked
               where ($1::text is null or peer = $1) and ($2 or discarded_at is null)
@@ -179,15 +195,8 @@ pub fn parked(
         .map(|r| {
             Ok(Parked {
                 from: from.to_string(),
-                to: r.get(0),
-                change: Change {
-                    seq: r.get(1),
-                    table: r.get(2),
-                    op: r.get(3),
-                    row: image(r.get(4))?,
-                    old: image(r.get(5))?,
-                    at: r.get(6),
-                },
+                to: r.get(6),
+                change: Change::read(&r)?,
                 error: r.get(7),
                 sqlstate: r.get(8),
                 parked_at: r.get(9),
