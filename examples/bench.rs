@@ -4,7 +4,11 @@
 //! cargo run --release --example bench                          # full run: 5 runs, prints markdown
 //! cargo run --release --example bench -- --write BENCHMARKS.md  # ... and updates BENCHMARKS.md
 //! cargo run --release --example bench -- --scale small --runs 1 --deliveries none,sync
+//! cargo run --release --example bench -- --soak 30             # 30 minutes of writes on a 3-node mesh
 //! ```
+//!
+//! `--soak` runs only the soak (`support/soak.rs`): what repctl's own tables, `run`'s memory and
+//! the writers' TPS do over time.
 //!
 //! It starts its own throwaway clusters (`repctl::cluster`): an origin, a peer, and a publisher with
 //! `wal_level = logical` for PostgreSQL's native logical replication. Every run, every delivery gets
@@ -43,6 +47,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use postgres::{Client, GenericClient};
 use repctl::cluster::{Cluster, ClusterOptions};
 use repctl::ops::verify;
+
+#[path = "support/soak.rs"]
+mod soak;
 
 /// First argument that turns the bench binary into `repctl`.
 pub const REPCTL_CLI: &str = "--repctl-cli";
@@ -1868,6 +1875,12 @@ struct Args {
     /// Add a counter column `bal` that W2 and W5 increment too, replicated plain or as a delta column.
     #[arg(long, value_enum)]
     bal: Option<Bal>,
+    /// Run the soak instead, for this many minutes: a line a minute on stdout (markdown).
+    #[arg(long, value_name = "MINUTES")]
+    soak: Option<u32>,
+    /// Transactions per second each soak writer offers (0: as fast as it goes).
+    #[arg(long, default_value_t = 100)]
+    soak_tps: u32,
 }
 
 #[allow(dead_code)]
@@ -1897,6 +1910,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(minutes) = args.soak {
+        return match soak::soak(&[exe.into(), REPCTL_CLI.into()], minutes, args.soak_tps) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let mut opts = Opts::new(args.scale, vec![exe.into(), REPCTL_CLI.into()]);
     if let Some(r) = args.runs {
         opts.sizes.runs = r.max(1);

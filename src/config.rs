@@ -15,6 +15,7 @@ struct File {
     agent_role: Option<String>,
     #[serde(default)]
     agent_superuser: bool,
+    retention_days: Option<u32>,
     nodes: BTreeMap<String, NodeFile>,
 }
 
@@ -44,6 +45,9 @@ pub struct Agent {
     pub superuser: bool,
 }
 
+/// `retention_days` when the config does not say.
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+
 /// `agent_role` when the config does not name one.
 pub const DEFAULT_AGENT_ROLE: &str = "repctl_agent";
 
@@ -53,6 +57,8 @@ pub struct Config {
     pub agent: Agent,
     /// Sorted by name, so every node renders the same peer order.
     pub nodes: Vec<Node>,
+    /// How long the conflict log and discarded changes are kept (`repctl prune`, `run`).
+    pub retention_days: u32,
 }
 
 impl Config {
@@ -116,6 +122,7 @@ impl Config {
                 superuser: file.agent_superuser,
             },
             nodes,
+            retention_days: file.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS),
         })
     }
 

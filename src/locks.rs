@@ -13,10 +13,19 @@ pub const LOCK_KEY: i64 = 0x7265_7063_746c;
 /// Class of a pair's drain lock on the origin (the second key is a hash of the peer name).
 pub const DRAIN_LOCK: i32 = 0x7265_7063;
 
+/// Class of a pair's "wanted" lock on the origin, held (shared) by a command waiting for the
+/// pair's drain lock: `repctl run` sees it and yields the pair (`wanted_pairs`).
+pub const WANT_LOCK: i32 = 0x7265_7077;
+
 /// Takes the pair's drain lock on the origin; held for the session, released by `unlock_pair`.
+/// While it waits, the pair is marked wanted, so a `repctl run` holding it lets go.
 pub fn lock_pair(origin: &mut Client, peer: &str, wait: Duration) -> Result<bool> {
     let deadline = Instant::now() + wait;
-    loop {
+    origin.query_one(
+        "select pg_advisory_lock_shared($1::int, hashtext('drain:' || $2))",
+        &[&WANT_LOCK, &peer],
+    )?;
+    let got = loop {
         let got: bool = origin
             .query_one(
                 "select pg_try_advisory_lock($1::int, hashtext('drain:' || $2))",
@@ -24,10 +33,45 @@ pub fn lock_pair(origin: &mut Client, peer: &str, wait: Duration) -> Result<bool
             )?
             .get(0);
         if got || Instant::now() >= deadline {
-            return Ok(got);
+            break got;
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
+    origin.query_one(
+        "select pg_advisory_unlock_shared($1::int, hashtext('drain:' || $2))",
+        &[&WANT_LOCK, &peer],
+    )?;
+    Ok(got)
+}
+
+/// `repctl run`'s take of the pair's drain lock: not while another command wants it (it would
+/// snatch the pair back in the moment between yielding it and the other taking it).
+pub fn take_pair_unless_wanted(origin: &mut Client, peer: &str) -> Result<bool> {
+    Ok(origin
+        .query_one(
+            "select case when exists (select from pg_locks l
+                                        where l.locktype = 'advisory' and l.database = (select oid from pg_database where datname = current_database())
+                                          and l.classid = $1::int::oid and l.objid = hashtext('drain:' || $3)::oid and l.objsubid = 2)
+                         then false
+                         else pg_try_advisory_lock($2::int, hashtext('drain:' || $3)) end",
+            &[&WANT_LOCK, &DRAIN_LOCK, &peer],
+        )?
+        .get(0))
+}
+
+/// The peers whose pairs from this node another command is waiting for.
+pub fn wanted_pairs(origin: &mut Client) -> Result<Vec<String>> {
+    Ok(origin
+        .query(
+            "select p.name from repctl.peer p
+              where exists (select from pg_locks l
+                             where l.locktype = 'advisory' and l.database = (select oid from pg_database where datname = current_database())
+                               and l.classid = $1::int::oid and l.objid = hashtext('drain:' || p.name)::oid and l.objsubid = 2)",
+            &[&WANT_LOCK],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
 }
 
 pub fn unlock_pair(origin: &mut Client, peer: &str) -> Result<()> {

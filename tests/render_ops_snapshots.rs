@@ -98,6 +98,7 @@ fn verify_queries() {
             where_clause: t.where_clause.clone(),
             mode: repctl::catalog::Mode::Sync,
             on_peer_failure: repctl::catalog::OnPeerFailure::Queue,
+            on_apply_error: repctl::catalog::OnApplyError::Stop,
             conflict: repctl::catalog::ConflictRule::OriginWins,
             conflict_column: None,
             node_priority: Vec::new(),

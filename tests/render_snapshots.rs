@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use repctl::catalog::{Column, Table, TableName};
-use repctl::catalog::{ConflictRule, Mode, OnPeerFailure};
 use repctl::config::Config;
 use repctl::install::init::{NodeFacts, render_agent, render_init};
+use repctl::catalog::{ConflictRule, Mode, OnApplyError, OnPeerFailure};
 use repctl::install::table::{AddTable, logical_name, render_add, render_remove};
 
 const CONFIG: &str = r#"
@@ -110,6 +110,7 @@ fn request(mode: Mode, where_clause: Option<&str>) -> AddTable {
         where_clause: where_clause.map(str::to_string),
         mode,
         on_peer_failure: OnPeerFailure::Queue,
+        on_apply_error: OnApplyError::Stop,
         conflict: ConflictRule::OriginWins,
         conflict_column: None,
         node_priority: vec![],
@@ -187,6 +188,7 @@ fn add_table_odd_names_key_only_identity() {
         where_clause: None,
         mode: Mode::Sync,
         on_peer_failure: OnPeerFailure::Error,
+        on_apply_error: OnApplyError::Park,
         conflict: ConflictRule::Error,
         conflict_column: None,
         node_priority: vec![],

@@ -66,5 +66,21 @@ fn every_table_has_a_header_over_each_column() {
         "repair",
         &s.repctl_ok(&["repair", "--from", "remote"], 0),
     ));
+    // A change the peer refuses, parked.
+    s.repctl_ok(&["alter-table", "public.t", "--on-apply-error", "park"], 0);
+    s.node("remote")
+        .exec("alter table t add constraint not_bad check (v <> 'bad')");
+    s.node("local").exec("insert into t values (3, 'bad')");
+    s.repctl_ok(&["drain"], 0);
+    out.extend(header_rows(
+        "queue",
+        &s.repctl_ok(&["queue", "--from", "local", "--to", "remote"], 0),
+    ));
+    out.extend(header_rows(
+        "queue parked",
+        &s.repctl_ok(&["queue", "parked"], 1),
+    ));
+    out.extend(header_rows("status", &s.repctl_ok(&["status"], 1)));
+    out.extend(header_rows("prune", &s.repctl_ok(&["prune"], 0)));
     insta::assert_snapshot!(out.join("\n"));
 }

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use super::batch::{self, Batch, Body, Fetched};
 use crate::locks;
+use crate::ops::queue;
 use crate::progress::Progress;
 
 /// Changes per batch (one transaction on the peer) unless told otherwise.
@@ -32,6 +33,8 @@ pub struct PairReport {
     pub left: i64,
     pub seconds: f64,
     pub rows_per_s: f64,
+    /// Changes the peer refused that were parked (`--on-apply-error park`).
+    pub parked: i64,
     /// Why the pair stopped early, naming the change the peer refused.
     pub error: Option<String>,
 }
@@ -150,44 +153,86 @@ fn acknowledge(origin: &mut Client, peer: &str, seqs: &[i64], whole: bool) -> Re
 }
 
 /// Finds the first change of a refused batch of `size` changes by applying them one at a time (the
-/// good ones before it are delivered), and describes it. None when every one applied alone: what
-/// failed the batch was passing (a row the peer wrote meanwhile), and the pair goes on.
+/// good ones before it are delivered), then parks it (its table set to `--on-apply-error park`
+/// and the peer refused its data) or records the pair as stopped there. Nothing refused when every
+/// one applied alone: what failed the batch was passing (a row the peer wrote meanwhile), and the
+/// pair goes on.
 fn isolate_refused(
     origin: &mut Client,
     peer_client: &mut Client,
     origin_name: &str,
     peer: &str,
     size: usize,
-) -> Result<(i64, Option<String>)> {
-    let mut delivered = 0;
-    while delivered < size as i64 {
+) -> Result<Delivered> {
+    let mut count = 0;
+    while count < size as i64 {
         let Some(one) = batch::read_images(origin, peer, 1)? else {
             break;
         };
+        let seq = one.seqs[0];
         if let Err(e) = apply_batch(peer_client, origin_name, &one, &one.seqs) {
-            let detail = e
-                .as_db_error()
-                .map_or_else(|| e.to_string(), |d| d.message().to_string());
-            return Ok((
-                delivered,
-                Some(format!(
-                    "node {peer} refused change seq {} from {origin_name}: {detail}; change: {}",
-                    one.seqs[0],
-                    one.shown()
-                )),
-            ));
+            let Some(db) = e.as_db_error() else {
+                return Err(e).with_context(|| {
+                    format!("node {peer}: applying change seq {seq} from {origin_name}")
+                });
+            };
+            let why = format!(
+                "node {peer} refused change seq {seq} from {origin_name}: {}",
+                db.message()
+            );
+            if parkable(db) && queue::parks(origin, peer, seq)? {
+                let error = match db.detail() {
+                    Some(detail) => format!("{} ({detail})", db.message()),
+                    None => db.message().to_string(),
+                };
+                queue::park(
+                    origin,
+                    peer,
+                    seq,
+                    &error,
+                    Some(db.code().code()),
+                    queue::BY_POLICY,
+                )?;
+                return Ok(Delivered {
+                    count,
+                    refused: None,
+                    parked: Some(why),
+                });
+            }
+            let why = format!("{why}; change: {}", one.shown());
+            queue::record_stop(origin, peer, seq, &why)?;
+            return Ok(Delivered {
+                count,
+                refused: Some(why),
+                parked: None,
+            });
         }
         acknowledge(origin, peer, &one.seqs, true)?;
-        delivered += 1;
+        count += 1;
     }
-    Ok((delivered, None))
+    Ok(Delivered {
+        count,
+        refused: None,
+        parked: None,
+    })
+}
+
+/// Whether the peer refused the change's data (a constraint, a trigger, a value; a conflict under
+/// the rule `error`), which parking sets aside, rather than something that refuses every change
+/// (a table or function missing there, a timeout), which parking would only pile up.
+fn parkable(e: &postgres::error::DbError) -> bool {
+    let class = &e.code().code()[..2];
+    let config = e.message().starts_with("repctl: ") && !e.message().starts_with("repctl: conflict");
+    matches!(class, "22" | "23" | "27" | "44" | "P0") && !config
 }
 
 /// What one batch did: how many changes reached the peer, and why the pair stopped if the peer
-/// refused one (the changes before it are delivered, it and the rest stay queued).
+/// refused one (the changes before it are delivered, it and the rest stay queued), or which change
+/// was parked (the rest stay queued, for the next batch).
 pub struct Delivered {
     pub count: i64,
     pub refused: Option<String>,
+    pub parked: Option<String>,
 }
 
 /// What carries over from one batch of a pair to the next, so the origin's work overlaps the
@@ -195,10 +240,15 @@ pub struct Delivered {
 /// batch, removed from the origin's queue while the peer applies the next (at once when there is
 /// no next). The peer records that batch's sequence numbers with the next one's, so a drain cut
 /// off before the removal still settles both. Valid while the pair lock is held.
+///
+/// After a refused change is parked, batches start again at one change and double while they go
+/// through (`cap`): where refusals are many, a full batch would fail again and again (each failure
+/// an apply of the whole batch, rolled back, then one change at a time up to the next refusal).
 #[derive(Default, Clone)]
 pub struct Pipeline {
     ahead: Option<Batch>,
     unacked: Vec<i64>,
+    cap: Option<i64>,
 }
 
 impl Pipeline {
@@ -206,6 +256,11 @@ impl Pipeline {
     /// changes they supersede from this pair's queue (origin-wins, target-wins).
     pub fn drop_ahead(&mut self) {
         self.ahead = None;
+    }
+
+    /// Whether batches are still growing back after a parked change: more is likely queued.
+    pub fn ramping(&self) -> bool {
+        self.cap.is_some()
     }
 
     /// Whether a batch is read ahead (then the batch before may still be in the origin's queue).
@@ -235,6 +290,8 @@ pub fn deliver_next(
     size: i64,
     next: impl Fn(i64) -> i64,
 ) -> Result<Delivered> {
+    let (requested, cap) = (size, pipe.cap.unwrap_or(i64::MAX));
+    let size = size.min(cap);
     let b = match pipe.ahead.take() {
         Some(b) => b,
         None => {
@@ -246,13 +303,23 @@ pub fn deliver_next(
                     return Ok(Delivered {
                         count: 0,
                         refused: None,
+                        parked: None,
                     });
                 }
             }
         }
     };
-    let next = next(b.seqs.len() as i64);
-    deliver(origin, peer_client, origin_name, peer, b, next, pipe)
+    // Read ahead as if this batch goes through.
+    let next = next(b.seqs.len() as i64).min(cap.saturating_mul(2));
+    let d = deliver(origin, peer_client, origin_name, peer, b, next, pipe)?;
+    pipe.cap = if d.parked.is_some() {
+        Some(1)
+    } else {
+        pipe.cap
+            .map(|c| c.saturating_mul(2))
+            .filter(|&c| c < requested)
+    };
+    Ok(d)
 }
 
 /// Delivers batch `b`, the oldest queued changes of a pair not yet delivered (see `Pipeline`).
@@ -335,13 +402,12 @@ fn deliver(
             Ok(Delivered {
                 count,
                 refused: None,
+                parked: None,
             })
         }
         Err(e) if e.as_db_error().is_some() => {
             origin_side?;
-            let (count, refused) =
-                isolate_refused(origin, peer_client, origin_name, peer, b.seqs.len())?;
-            Ok(Delivered { count, refused })
+            isolate_refused(origin, peer_client, origin_name, peer, b.seqs.len())
         }
         Err(e) => {
             Err(e).with_context(|| format!("node {peer}: applying a batch from {origin_name}"))
@@ -374,6 +440,7 @@ pub fn drain_pair(
     if !locks::lock_pair(origin, peer, Duration::from_secs(30))? {
         anyhow::bail!("pair {origin_name}->{peer}: another drain or run holds it for over 30 s");
     }
+    let mut parked = 0;
     let result = (|| -> Result<(i64, Option<String>)> {
         settle_applied(origin, peer_client, origin_name, peer)?;
         let total = pending(origin, peer)?;
@@ -395,7 +462,10 @@ pub fn drain_pair(
             )?;
             delivered += d.count;
             progress.advance(d.count.max(0) as u64);
-            if d.refused.is_some() || d.count == 0 {
+            if d.parked.is_some() {
+                progress.advance(1);
+                parked += 1;
+            } else if d.refused.is_some() || d.count == 0 {
                 return Ok((delivered, d.refused));
             }
         }
@@ -419,6 +489,7 @@ pub fn drain_pair(
         } else {
             0.0
         },
+        parked,
         error,
     })
 }

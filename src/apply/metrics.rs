@@ -59,6 +59,25 @@ pub fn render(m: &Metrics) -> String {
             .collect(),
     );
     family(
+        "repctl_parked_changes",
+        "gauge",
+        "Changes the peer refused, parked on the origin (repctl queue parked).",
+        m.pairs
+            .iter()
+            .filter_map(|p| Some((label(&p.from, &p.to), p.parked? as f64)))
+            .collect(),
+    );
+    family(
+        "repctl_pair_stopped",
+        "gauge",
+        "1 when the pair is stopped at a change the peer refused (repctl queue), else 0.",
+        m.pairs
+            .iter()
+            .filter(|p| p.pending.is_some())
+            .map(|p| (label(&p.from, &p.to), f64::from(u8::from(p.stopped.is_some()))))
+            .collect(),
+    );
+    family(
         "repctl_apply_errors_total",
         "counter",
         "Batches this run could not deliver (peer refused a change or the connection failed).",

@@ -20,6 +20,7 @@ use crate::config::{Config, Node};
 use crate::db;
 use crate::locks;
 use crate::ops::lag::{self, PairLag};
+use crate::ops::prune;
 use crate::render::{self, names};
 
 pub struct RunOptions {
@@ -45,13 +46,21 @@ struct NodeConn {
     backoff: Duration,
     retry_at: Instant,
     was_up: bool,
+    /// When this run last pruned the node (retention_days); None: not yet.
+    pruned_at: Option<Instant>,
 }
 
 /// Per ordered pair: whether run holds its lock, and whether it is working off a backlog.
 #[derive(Default, Clone)]
 struct PairState {
     locked: bool,
-    backlog: bool,
+    /// Given up to another command that wanted it (add-table --copy-from, drain, queue skip);
+    /// taken back once nobody wants it.
+    yielded: bool,
+    /// Working off a backlog: since when, and how much of it is delivered.
+    backlog: Option<(Instant, i64)>,
+    /// Its nodes just connected: the next round says how much is queued.
+    announce: bool,
     /// Carried from one round to the next while run holds the pair lock.
     pipe: Pipeline,
     /// The last round found nothing queued: the pair is looked at again when its origin
@@ -62,6 +71,7 @@ struct PairState {
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// A safety net for changes queued without a notification (e.g. before run started).
 const IDLE_SWEEP: Duration = Duration::from_secs(1);
 
@@ -75,12 +85,14 @@ pub fn run(config: &Config, opts: &RunOptions, stop: &AtomicBool) -> Result<()> 
             backoff: Duration::from_millis(500),
             retry_at: Instant::now(),
             was_up: false,
+            pruned_at: None,
         })
         .collect();
     let n = nodes.len();
     let mut pairs = vec![vec![PairState::default(); n]; n];
     let (mut window_delivered, mut window_start) = (0i64, Instant::now());
     let mut last_sweep = Instant::now();
+    let mut last_check = Instant::now();
     let mut last_metrics = Instant::now() - Duration::from_secs(10);
     let mut visit = vec![true; n];
     info!("run: delivering between {} nodes", n);
@@ -102,10 +114,12 @@ pub fn run(config: &Config, opts: &RunOptions, stop: &AtomicBool) -> Result<()> 
                 };
                 let state = &mut pairs[i][j];
                 match deliver_round(origin, peer, &from, &to, opts.batch, state) {
-                    Ok(count) => {
+                    Ok(round) => {
+                        let count = round.delivered;
                         window_delivered += count;
-                        busy |= count == opts.batch || state.pipe.ready();
-                        state.quiet = count == 0 && !state.pipe.ready();
+                        let more = state.pipe.ready() || round.parked || state.pipe.ramping();
+                        busy |= count == opts.batch || more;
+                        state.quiet = count == 0 && !more;
                         if count > 0 {
                             pairs[j][i].pipe.drop_ahead();
                         }
@@ -129,7 +143,14 @@ pub fn run(config: &Config, opts: &RunOptions, stop: &AtomicBool) -> Result<()> 
         }
         if window_start.elapsed() >= opts.stats_every {
             log_throughput(window_delivered, window_start);
+            log_backlogs(&mut nodes, &pairs);
             (window_delivered, window_start) = (0, Instant::now());
+        }
+        if last_check.elapsed() >= IDLE_SWEEP {
+            last_check = Instant::now();
+            probe(&mut nodes);
+            yield_wanted(&mut nodes, &mut pairs);
+            prune_due(&mut nodes, config.retention_days);
         }
         let wait = if busy { Duration::ZERO } else { IDLE_SWEEP };
         visit = woken(&mut nodes, stop, &mut last_sweep, wait);
@@ -164,6 +185,13 @@ fn log_throughput(delivered: i64, since: Instant) {
     );
 }
 
+/// What a round did for a pair.
+struct Round {
+    delivered: i64,
+    /// A refused change was parked: the pair has more to do at once.
+    parked: bool,
+}
+
 /// One batch for one pair; takes the pair lock (and settles a cut-off batch) the first time.
 fn deliver_round(
     origin: &mut Client,
@@ -172,35 +200,174 @@ fn deliver_round(
     to: &str,
     batch: i64,
     state: &mut PairState,
-) -> Result<i64> {
+) -> Result<Round> {
+    let idle = Round {
+        delivered: 0,
+        parked: false,
+    };
     if !state.locked {
-        if !locks::lock_pair(origin, to, Duration::ZERO)? {
-            debug!("{from} -> {to}: a drain holds the pair; skipping this round");
-            return Ok(0);
+        if !locks::take_pair_unless_wanted(origin, to)? {
+            debug!("{from} -> {to}: another command holds or wants the pair; skipping this round");
+            return Ok(idle);
+        }
+        if std::mem::take(&mut state.yielded) {
+            info!("{from} -> {to}: taken back");
         }
         state.locked = true;
         drain::settle_applied(origin, peer, from, to)?;
     }
+    if std::mem::take(&mut state.announce) {
+        let queued = queued(origin, to)?;
+        if queued > 0 {
+            info!("{from} -> {to}: {queued} change(s) queued; delivering");
+            state.backlog = Some((Instant::now(), 0));
+        }
+    }
     let d = drain::deliver_next(origin, peer, from, to, &mut state.pipe, batch, |_| batch)?;
+    if let Some((_, delivered)) = &mut state.backlog {
+        *delivered += d.count;
+    }
+    if let Some(why) = &d.parked {
+        warn!("{from} -> {to}: parked (see repctl queue parked): {why}");
+        return Ok(Round {
+            delivered: d.count,
+            parked: true,
+        });
+    }
     if let Some(why) = &d.refused {
         if state.refused.as_ref() != Some(why) {
             warn!("{from} -> {to}: stopped: {why}");
             state.errors += 1;
         }
         state.refused = d.refused;
-        return Ok(d.count);
+        return Ok(Round {
+            delivered: d.count,
+            ..idle
+        });
     }
     if state.refused.take().is_some() {
         info!("{from} -> {to}: the refused change went through");
     }
     if d.count == batch {
-        state.backlog = true;
-    } else if state.backlog && d.count < batch {
-        state.backlog = false;
-        info!("{from} -> {to}: backlog drained");
+        state.backlog.get_or_insert((Instant::now(), d.count));
+    } else if !state.pipe.ready()
+        && let Some((since, delivered)) = state.backlog.take()
+    {
+        info!(
+            "{from} -> {to}: backlog drained ({delivered} change(s) in {:.1} s)",
+            since.elapsed().as_secs_f64()
+        );
     }
     debug!("{from} -> {to}: delivered {}", d.count);
-    Ok(d.count)
+    Ok(Round {
+        delivered: d.count,
+        ..idle
+    })
+}
+
+fn queued(origin: &mut Client, peer: &str) -> Result<i64> {
+    Ok(origin
+        .query_one(
+            "select count(*) from repctl.queue where peer = $1",
+            &[&peer],
+        )?
+        .get(0))
+}
+
+/// Gives up the pairs another command waits for (see `locks::lock_pair`), with the last batch
+/// delivered removed from the queue first; looked at once a second.
+fn yield_wanted(nodes: &mut [NodeConn], pairs: &mut [Vec<PairState>]) {
+    let names: Vec<String> = nodes.iter().map(|c| c.node.name.clone()).collect();
+    for (i, conn) in nodes.iter_mut().enumerate() {
+        let Some(c) = conn.client.as_mut() else {
+            continue;
+        };
+        let wanted = match locks::wanted_pairs(c) {
+            Ok(w) => w,
+            Err(e) => {
+                debug!("node {}: reading wanted pairs: {e:#}", conn.node.name);
+                continue;
+            }
+        };
+        for (j, state) in pairs[i].iter_mut().enumerate() {
+            if !state.locked || !wanted.contains(&names[j]) {
+                continue;
+            }
+            let to = &names[j];
+            let released = state
+                .pipe
+                .finish(c, to)
+                .and_then(|()| locks::unlock_pair(c, to));
+            match released {
+                Ok(()) => info!(
+                    "{} -> {to}: yielded to another repctl command (add-table --copy-from, drain, queue)",
+                    conn.node.name
+                ),
+                Err(e) => warn!("{} -> {to}: yielding the pair: {e:#}", conn.node.name),
+            }
+            state.locked = false;
+            state.yielded = true;
+            state.pipe = Pipeline::default();
+        }
+    }
+}
+
+/// Prunes each node's conflict log and discarded changes at start and then hourly.
+fn prune_due(nodes: &mut [NodeConn], days: u32) {
+    for conn in nodes.iter_mut() {
+        let Some(c) = conn.client.as_mut() else {
+            continue;
+        };
+        if conn.pruned_at.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+            continue;
+        }
+        match prune::prune(c, &conn.node.name, days) {
+            Ok(pruned) => {
+                conn.pruned_at = Some(Instant::now());
+                for p in pruned.iter().filter(|p| p.pruned > 0) {
+                    info!(
+                        "node {}: pruned {} {} row(s) older than {days} day(s)",
+                        p.node, p.pruned, p.what
+                    );
+                }
+            }
+            Err(e) => warn!("node {}: pruning: {e:#}", conn.node.name),
+        }
+    }
+}
+
+/// Finds a node that went away without the connection noticing (no query ran on it since): a
+/// cheap round trip to every node once a second, so its loss is logged at once.
+fn probe(nodes: &mut [NodeConn]) {
+    for conn in nodes.iter_mut() {
+        if let Some(c) = conn.client.as_mut()
+            && c.is_valid(Duration::from_secs(5)).is_err()
+        {
+            conn.client = None;
+        }
+    }
+}
+
+/// Says how far each pair working off a backlog has come, with the throughput line.
+fn log_backlogs(nodes: &mut [NodeConn], pairs: &[Vec<PairState>]) {
+    let names: Vec<String> = nodes.iter().map(|c| c.node.name.clone()).collect();
+    for (i, conn) in nodes.iter_mut().enumerate() {
+        let Some(c) = conn.client.as_mut() else {
+            continue;
+        };
+        for (j, state) in pairs[i].iter().enumerate() {
+            if let Some((since, delivered)) = state.backlog
+                && let Ok(left) = queued(c, &names[j])
+            {
+                info!(
+                    "{} -> {}: backlog: {delivered} change(s) delivered in {:.0} s, {left} left",
+                    names[i],
+                    names[j],
+                    since.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
 }
 
 fn reconnect(nodes: &mut [NodeConn], pairs: &mut [Vec<PairState>]) {
@@ -238,10 +405,13 @@ fn reconnect(nodes: &mut [NodeConn], pairs: &mut [Vec<PairState>]) {
                 conn.backoff = Duration::from_millis(500);
                 // Changes may have been queued both ways, unnotified, while it was away.
                 for row in pairs.iter_mut() {
-                    row[i].backlog = true;
+                    row[i].announce = true;
                     row[i].quiet = false;
                 }
-                pairs[i].iter_mut().for_each(|p| p.quiet = false);
+                pairs[i].iter_mut().for_each(|p| {
+                    p.announce = true;
+                    p.quiet = false;
+                });
             }
             Err(e) => {
                 debug!("node {}: {e:#}", conn.node.name);

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use postgres::Client;
 
 pub use ident::TableName;
-pub use replicated::{ConflictRule, Mode, OnPeerFailure, Replicated};
+pub use replicated::{ConflictRule, Mode, OnApplyError, OnPeerFailure, Replicated};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Column {

@@ -24,6 +24,17 @@ pub enum OnPeerFailure {
     Error,
 }
 
+/// What drain and run do with a change the peer refuses (a constraint or trigger only the peer
+/// has, a value it rejects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnApplyError {
+    /// Stop the pair at the change; it stays queued (`repctl queue skip` parks it).
+    Stop,
+    /// Move the change into repctl.parked on the origin with the peer's error; the pair goes on.
+    Park,
+}
+
 /// How a conflict (two nodes changed the same row before exchanging changes) is resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -61,6 +72,7 @@ macro_rules! setting {
 }
 setting!(Mode { Sync => "sync", Async => "async" });
 setting!(OnPeerFailure { Queue => "queue", Error => "error" });
+setting!(OnApplyError { Stop => "stop", Park => "park" });
 setting!(ConflictRule {
     OriginWins => "origin-wins",
     TargetWins => "target-wins",
@@ -93,6 +105,7 @@ pub struct Replicated {
     pub where_clause: Option<String>,
     pub mode: Mode,
     pub on_peer_failure: OnPeerFailure,
+    pub on_apply_error: OnApplyError,
     pub conflict: ConflictRule,
     pub conflict_column: Option<String>,
     pub node_priority: Vec<String>,
@@ -103,8 +116,8 @@ pub struct Replicated {
 }
 
 const SELECT: &str = "select name, nsp::text as nsp, rel::text as rel, columns, key_columns, where_clause, mode,
-        on_peer_failure, conflict, conflict_column, coalesce(node_priority, '{}') as node_priority, delta_columns,
-        merge_columns
+        on_peer_failure, on_apply_error, conflict, conflict_column, coalesce(node_priority, '{}') as node_priority,
+        delta_columns, merge_columns
    from repctl.tables";
 
 impl Replicated {
@@ -176,6 +189,13 @@ impl Replicated {
                 &logical,
                 "on-peer-failure",
             )?,
+            on_apply_error: parsed(
+                r.get("on_apply_error"),
+                OnApplyError::parse,
+                node,
+                &logical,
+                "on-apply-error",
+            )?,
             conflict: parsed(
                 r.get("conflict"),
                 ConflictRule::parse,
@@ -207,6 +227,7 @@ mod tests {
         assert_eq!(ConflictRule::LastWriteWins.as_str(), "last-write-wins");
         assert_eq!(Mode::Async.as_str(), "async");
         assert_eq!(OnPeerFailure::Error.as_str(), "error");
+        assert_eq!(OnApplyError::parse("park"), Some(OnApplyError::Park));
         assert_eq!(Mode::parse("semi"), None);
     }
 }

@@ -7,8 +7,8 @@ use super::output::install_or_print;
 use crate::apply::drain;
 use crate::catalog::TableName;
 use crate::catalog::ident::parse_column_list;
-use crate::catalog::{ConflictRule, Mode, OnPeerFailure};
 use crate::config::Config;
+use crate::catalog::{ConflictRule, Mode, OnApplyError, OnPeerFailure};
 use crate::install::table::{self, AddTable};
 use crate::install::{copy, init};
 use crate::progress::NoProgress;
@@ -34,6 +34,9 @@ pub struct Args {
     /// When a peer cannot take a change: keep it queued, or fail the local write.
     #[arg(long, value_enum, default_value = "queue")]
     on_peer_failure: OnPeerFailure,
+    /// When a peer refuses a change: stop the pair there, or park the change (see `repctl queue`) and go on.
+    #[arg(long, value_enum, default_value = "stop")]
+    on_apply_error: OnApplyError,
     /// How conflicts (two nodes changed the same row) are resolved [default: origin-wins with two
     /// nodes, last-write-wins with three or more].
     #[arg(long, value_enum)]
@@ -80,6 +83,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         where_clause: args.where_clause,
         mode: args.mode,
         on_peer_failure: args.on_peer_failure,
+        on_apply_error: args.on_apply_error,
         conflict: args.conflict.unwrap_or(if config.nodes.len() > 2 {
             ConflictRule::LastWriteWins
         } else {

@@ -2,9 +2,9 @@ use anyhow::{Context, Result};
 
 use super::output::install_or_print;
 use crate::catalog::TableName;
-use crate::catalog::{ConflictRule, Mode, OnPeerFailure};
 use crate::config::Config;
 use crate::install::init;
+use crate::catalog::{ConflictRule, Mode, OnApplyError, OnPeerFailure};
 use crate::install::table;
 
 /// Change a replicated table's settings on every node (re-renders its triggers and functions); also adds it on nodes new to the config.
@@ -18,6 +18,9 @@ pub struct Args {
     /// When a peer cannot take a change: keep it queued, or fail the local write.
     #[arg(long, value_enum)]
     on_peer_failure: Option<OnPeerFailure>,
+    /// When a peer refuses a change: stop the pair there, or park the change and go on.
+    #[arg(long, value_enum)]
+    on_apply_error: Option<OnApplyError>,
     /// How conflicts are resolved from now on.
     #[arg(long, value_enum)]
     conflict: Option<ConflictRule>,
@@ -58,6 +61,9 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     if let Some(p) = args.on_peer_failure {
         req.on_peer_failure = p;
     }
+    if let Some(p) = args.on_apply_error {
+        req.on_apply_error = p;
+    }
     if let Some(c) = args.conflict {
         req.conflict = c;
         // A column or priority list belongs to the rule it was given with.
@@ -79,9 +85,10 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     let scripts = table::add_scripts(&mut clients, &req, true)?;
     install_or_print(&mut clients, &scripts, args.dry_run, |_| {
         format!(
-            "{name} now {:?}, on peer failure {:?}, conflicts {}{}{}",
+            "{name} now {:?}, on peer failure {:?}, on apply error {}, conflicts {}{}{}",
             req.mode,
             req.on_peer_failure,
+            req.on_apply_error.as_str(),
             req.conflict.as_str(),
             if req.delta.is_empty() {
                 String::new()

@@ -74,11 +74,20 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     if args.json {
         print_json(&reports)?;
     } else {
-        let mut t = table(["pair", "delivered", "left", "seconds", "rows/s", "error"]);
+        let mut t = table([
+            "pair",
+            "delivered",
+            "parked",
+            "left",
+            "seconds",
+            "rows/s",
+            "error",
+        ]);
         for r in &reports {
             t.row([
                 format!("{} -> {}", r.from, r.to),
                 r.delivered.to_string(),
+                r.parked.to_string(),
                 if r.left < 0 {
                     "?".into()
                 } else {
@@ -106,6 +115,7 @@ fn failed(from: &str, to: &str, error: String) -> PairReport {
         left: -1,
         seconds: 0.0,
         rows_per_s: 0.0,
+        parked: 0,
         error: Some(error),
     }
 }

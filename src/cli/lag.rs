@@ -11,7 +11,7 @@ use crate::ops::lag;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Print JSON: an array of {from, to, pending, oldest_pending_age_s, last_delivery,
-    /// delivered_total, conflicts, unreachable}; what a node that is down holds is null.
+    /// delivered_total, conflicts, parked, stopped, unreachable}; what a node that is down holds is null.
     #[arg(long)]
     json: bool,
     /// Refresh every SECONDS until interrupted.
@@ -19,8 +19,8 @@ pub struct Args {
     watch: Option<f64>,
 }
 
-/// Exit 0 when nothing is pending, 1 when something is or a node is down (the others' view is
-/// shown), 2 on error.
+/// Exit 0 when nothing is pending or parked, 1 when something is or a node is down (the others'
+/// view is shown), 2 on error.
 pub fn run(config: &Config, args: Args) -> Result<u8> {
     loop {
         let (mut clients, unreachable) = connect_reachable(config);
@@ -48,6 +48,8 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
                 "last delivery",
                 "delivered",
                 "conflicts",
+                "parked",
+                "stopped at",
             ]);
             let unknown = |v: Option<i64>| v.map_or_else(|| "?".into(), |v| v.to_string());
             for p in &pairs {
@@ -67,12 +69,16 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
                     queued(p.last_delivery.clone()),
                     unknown(p.delivered_total),
                     unknown(p.conflicts),
+                    unknown(p.parked),
+                    or_dash(p.stopped.clone()),
                 ]);
             }
             println!("{t}");
         }
         let Some(secs) = args.watch else {
-            let pending = pairs.iter().any(|p| p.pending.is_some_and(|n| n > 0));
+            let pending = pairs.iter().any(|p| {
+                p.pending.is_some_and(|n| n > 0) || p.parked.is_some_and(|n| n > 0)
+            });
             return Ok(if pending || !unreachable.is_empty() {
                 super::EXIT_DIFFERENT
             } else {

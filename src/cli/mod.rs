@@ -9,6 +9,8 @@ mod drain;
 mod init;
 mod lag;
 mod output;
+mod prune;
+mod queue;
 mod remove_table;
 mod repair;
 mod run;
@@ -55,6 +57,8 @@ pub enum Command {
     Drain(drain::Args),
     Lag(lag::Args),
     Conflicts(conflicts::Args),
+    Queue(queue::Args),
+    Prune(prune::Args),
     Run(run::Args),
     Status(status::Args),
     Demo(demo::Args),
@@ -72,6 +76,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Drain(args) => drain::run(&load()?, args),
         Command::Lag(args) => lag::run(&load()?, args),
         Command::Conflicts(args) => conflicts::run(&load()?, args),
+        Command::Queue(args) => queue::run(&load()?, args),
+        Command::Prune(args) => prune::run(&load()?, args),
         Command::Run(args) => run::run(&load()?, args),
         Command::Status(args) => status::run(&load()?, args),
         Command::Demo(args) => demo::run(args),

@@ -12,7 +12,8 @@ pub struct Args {
     json: bool,
 }
 
-/// Exit 0 when everything is reachable and complete, 1 otherwise.
+/// Exit 0 when everything is reachable and complete and no pair has refused changes (parked or
+/// stopped at), 1 otherwise.
 pub fn run(config: &Config, args: Args) -> Result<u8> {
     let (mut clients, errors) = connect_reachable(config);
     let s = status::status(config, &mut clients, &errors)?;
@@ -59,6 +60,17 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
             }
         }
         println!("{tables}");
+        if !s.pairs.is_empty() {
+            let mut pairs = table(["pair", "parked", "stopped at"]);
+            for p in &s.pairs {
+                pairs.row([
+                    format!("{} -> {}", p.from, p.to),
+                    p.parked.to_string(),
+                    or_dash(p.stopped.clone()),
+                ]);
+            }
+            println!("{pairs}\n(see `repctl queue`)");
+        }
     }
     Ok(if s.complete {
         super::EXIT_OK

@@ -9,7 +9,7 @@ use postgres::Client;
 
 use super::Script;
 use crate::catalog::{
-    self, Column, ConflictRule, Mode, OnPeerFailure, Replicated, Table, TableName,
+    self, Column, ConflictRule, Mode, OnApplyError, OnPeerFailure, Replicated, Table, TableName,
 };
 use crate::db;
 use crate::render::{self, names, safe};
@@ -24,6 +24,7 @@ pub struct AddTable {
     pub where_clause: Option<String>,
     pub mode: Mode,
     pub on_peer_failure: OnPeerFailure,
+    pub on_apply_error: OnApplyError,
     pub conflict: ConflictRule,
     /// For last-write-wins: a timestamp column (e.g. the seed's mod_time) instead of commit time.
     pub conflict_column: Option<String>,
@@ -62,6 +63,7 @@ pub fn stored_request(clients: &mut [(String, Client)], name: &TableName) -> Res
             where_clause: stored.where_clause,
             mode: stored.mode,
             on_peer_failure: stored.on_peer_failure,
+            on_apply_error: stored.on_apply_error,
             conflict: stored.conflict,
             conflict_column: stored.conflict_column,
             node_priority: stored.node_priority,
@@ -169,6 +171,7 @@ fn same_settings(stored: &Replicated, table: &Table, req: &AddTable) -> bool {
         && stored.where_clause == req.where_clause
         && stored.mode == req.mode
         && stored.on_peer_failure == req.on_peer_failure
+        && stored.on_apply_error == req.on_apply_error
         && stored.conflict == req.conflict
         && stored.conflict_column == req.conflict_column
         && stored.node_priority == req.node_priority
@@ -430,6 +433,7 @@ pub fn render_add(
             where => req.where_clause.clone().map(safe),
             mode => req.mode.as_str(),
             on_peer_failure => req.on_peer_failure.as_str(),
+            on_apply_error => req.on_apply_error.as_str(),
             capture_fn => names::capture_fn(logical),
             apply_fn => names::apply_fn(logical),
             key_column_types => column_values(&key_columns),

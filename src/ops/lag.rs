@@ -20,6 +20,10 @@ pub struct PairLag {
     pub delivered_total: Option<i64>,
     /// Conflicts the peer (`to`) detected in changes from `from`.
     pub conflicts: Option<i64>,
+    /// Changes the peer refused, parked on the origin (not discarded).
+    pub parked: Option<i64>,
+    /// The refused change the pair is stopped at (see `repctl queue`), null when it is not.
+    pub stopped: Option<String>,
     /// The nodes of the pair that could not be read.
     pub unreachable: Vec<String>,
     /// `last_delivery` as Unix time, for metrics.
@@ -35,7 +39,10 @@ pub fn node_lag(client: &mut Client, node: &str) -> Result<Vec<PairLag>> {
                 (select extract(epoch from clock_timestamp() - min(q.ts))::float8 from repctl.queue q where q.peer = p.name),
                 to_char(d.last_delivery at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
                 coalesce(d.delivered, 0),
-                extract(epoch from d.last_delivery)::float8
+                extract(epoch from d.last_delivery)::float8,
+                (select count(*) from repctl.parked k where k.peer = p.name and k.discarded_at is null),
+                case when exists (select from repctl.queue q where q.peer = p.name and q.seq = d.stopped_seq)
+                     then d.stopped_error end
            from repctl.peer p left join repctl.delivery d on d.peer = p.name
           order by p.name",
         &[],
@@ -50,6 +57,8 @@ pub fn node_lag(client: &mut Client, node: &str) -> Result<Vec<PairLag>> {
             last_delivery: r.get(3),
             delivered_total: Some(r.get(4)),
             last_delivery_epoch: r.get(5),
+            parked: Some(r.get(6)),
+            stopped: r.get(7),
             conflicts: None,
             unreachable: vec![],
         })
@@ -77,6 +86,8 @@ pub fn lag(config: &Config, clients: &mut [(String, Option<Client>)]) -> Result<
                             last_delivery: None,
                             delivered_total: None,
                             conflicts: None,
+                            parked: None,
+                            stopped: None,
                             unreachable: vec![],
                             last_delivery_epoch: None,
                         }),

@@ -3,6 +3,8 @@
 pub mod conflicts;
 pub mod diff;
 pub mod lag;
+pub mod prune;
+pub mod queue;
 pub mod repair;
 pub mod status;
 pub mod verify;

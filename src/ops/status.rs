@@ -40,10 +40,21 @@ pub struct TableStatus {
     pub conflicts: BTreeMap<String, i64>,
 }
 
+/// A pair with changes its peer refused: parked, or the one it is stopped at.
+#[derive(Debug, Serialize)]
+pub struct PairStatus {
+    pub from: String,
+    pub to: String,
+    pub parked: i64,
+    pub stopped: Option<String>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub nodes: Vec<NodeStatus>,
     pub tables: Vec<TableStatus>,
+    /// Only the pairs with parked changes or stopped.
+    pub pairs: Vec<PairStatus>,
     pub complete: bool,
 }
 
@@ -53,6 +64,7 @@ pub fn status(
     errors: &BTreeMap<String, String>,
 ) -> Result<Status> {
     let mut nodes = Vec::new();
+    let mut pairs = Vec::new();
     for (name, client) in clients.iter_mut() {
         let Some(client) = client else {
             nodes.push(NodeStatus {
@@ -71,6 +83,19 @@ pub fn status(
             None => vec!["repctl schema (run repctl init)".to_string()],
             Some(_) => node_missing(config, name, client)?,
         };
+        if repctl_version.is_some() {
+            pairs.extend(
+                super::lag::node_lag(client, name)?
+                    .into_iter()
+                    .filter(|l| l.stopped.is_some() || l.parked.is_some_and(|n| n > 0))
+                    .map(|l| PairStatus {
+                        from: l.from,
+                        to: l.to,
+                        parked: l.parked.unwrap_or(0),
+                        stopped: l.stopped,
+                    }),
+            );
+        }
         nodes.push(NodeStatus {
             node: name.clone(),
             reachable: true,
@@ -133,10 +158,12 @@ pub fn status(
         tables.push(t);
     }
     let complete = nodes.iter().all(|n| n.reachable && n.missing.is_empty())
-        && tables.iter().all(|t| t.complete);
+        && tables.iter().all(|t| t.complete)
+        && pairs.is_empty();
     Ok(Status {
         nodes,
         tables,
+        pairs,
         complete,
     })
 }

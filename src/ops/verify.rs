@@ -361,6 +361,7 @@ mod tests {
                 where_clause: None,
                 mode: crate::catalog::Mode::Sync,
                 on_peer_failure: crate::catalog::OnPeerFailure::Queue,
+                on_apply_error: crate::catalog::OnApplyError::Stop,
                 conflict: crate::catalog::ConflictRule::OriginWins,
                 conflict_column: None,
                 node_priority: Vec::new(),

@@ -53,6 +53,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/node/apply.sql"),
     ),
     (
+        "node/park.sql",
+        include_str!("../../templates/node/park.sql"),
+    ),
+    (
+        "node/prune.sql",
+        include_str!("../../templates/node/prune.sql"),
+    ),
+    (
         "node/privileges.sql",
         include_str!("../../templates/node/privileges.sql"),
     ),

@@ -15,5 +15,7 @@ revoke all on pg_catalog.pg_user_mappings from public;
 {% include "node/reachability.sql" %}
 {% include "node/flush.sql" %}
 {% include "node/apply.sql" %}
+{% include "node/park.sql" %}
+{% include "node/prune.sql" %}
 {% include "node/privileges.sql" %}
 {% include "node/peers.sql" %}

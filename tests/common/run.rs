@@ -2,6 +2,7 @@
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -9,7 +10,8 @@ use serde_json::Value;
 use super::Setup;
 
 /// A running `repctl run`, killed if a test fails before stopping it (else it would outlive the test).
-pub struct Run(Option<Child>);
+/// Its log is read as it comes (a full pipe would block it), for `stop_run`.
+pub struct Run(Option<Child>, Option<JoinHandle<String>>);
 
 impl Run {
     pub fn child(&mut self) -> &mut Child {
@@ -29,13 +31,19 @@ impl Drop for Run {
 pub fn start_run(s: &Setup, extra: &[&str]) -> Run {
     let mut args = vec!["run", "--stats-every", "1"];
     args.extend_from_slice(extra);
-    Run(Some(
-        s.command(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start repctl run"),
-    ))
+    let mut child = s
+        .command(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start repctl run");
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        let _ = stderr.read_to_string(&mut log);
+        log
+    });
+    Run(Some(child), Some(log))
 }
 
 pub fn total_pending(s: &Setup) -> Option<i64> {
@@ -62,13 +70,7 @@ pub fn stop_run(mut run: Run) -> String {
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let status = child.wait().unwrap();
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let log = run.1.take().unwrap().join().unwrap();
     assert!(status.success(), "run exited with {status:?}:\n{log}");
     log
 }
