@@ -298,7 +298,7 @@ fn history(rule: Rule, names: &[&'static str], seed: u64, steps: usize) {
         if let Some((n, until)) = down
             && step >= until
         {
-            set_down(&s, names[n], false);
+            s.set_down(names[n], false);
             log.push(format!("{step}: {} is back", names[n]));
             down = None;
         }
@@ -400,7 +400,7 @@ fn history(rule: Rule, names: &[&'static str], seed: u64, steps: usize) {
             _ => {
                 if down.is_none() && names.len() > 1 {
                     let n = rng.below(names.len());
-                    set_down(&s, names[n], true);
+                    s.set_down(names[n], true);
                     log.push(format!("{step}: {} goes down", names[n]));
                     down = Some((n, step + 3 + rng.below(5)));
                 }
@@ -422,7 +422,7 @@ fn history(rule: Rule, names: &[&'static str], seed: u64, steps: usize) {
         }
     }
     if let Some((n, _)) = down {
-        set_down(&s, names[n], false);
+        s.set_down(names[n], false);
     }
     // Until nothing is queued: target-wins sends rows back as it resolves. drain takes the pairs
     // in the config's order, as the model does.
@@ -474,25 +474,6 @@ fn history(rule: Rule, names: &[&'static str], seed: u64, steps: usize) {
         }
     }
     s.repctl_ok(&["verify"], 0);
-}
-
-/// Takes a node's database down (no new connection is allowed, repctl's are ended) or back up;
-/// the test's own sessions stay, as a writer's would on a node cut off from its peers.
-fn set_down(s: &Setup, name: &str, down: bool) {
-    let n = s.node(name);
-    n.with_cluster(|c| {
-        c.execute_admin(
-            "postgres",
-            &format!(
-                "alter database {db} with allow_connections {allow};
-                 select pg_terminate_backend(pid) from pg_stat_activity
-                  where datname = '{db}' and application_name like 'repctl%';",
-                db = n.db,
-                allow = !down
-            ),
-        )
-    })
-    .expect("set the node down or up");
 }
 
 fn run(rule: Rule, names: &[&'static str]) {

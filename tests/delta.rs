@@ -133,15 +133,15 @@ fn increments_add_up_on_three_nodes_with_partial_drains_and_an_outage() {
         while Instant::now() < until {
             round += 1;
             if round == 3 {
-                set_down(&s, "b", true);
+                s.set_down("b", true);
             }
             if round == 6 {
-                set_down(&s, "b", false);
+                s.set_down("b", false);
             }
             // With b away, pairs with it report it and exit 1; the others deliver.
             let _ = s.repctl(&["drain", "--limit", "7"]);
         }
-        set_down(&s, "b", false);
+        s.set_down("b", false);
     });
     drain_all(&s);
     assert_totals(&s);
@@ -410,22 +410,4 @@ fn delta_columns_must_be_numeric_and_merge_columns_needs_a_rule_that_can_merge()
     s.repctl_ok(&["alter-table", "public.acct", "--delta", "bal"], 0);
     let out = s.repctl_ok(&["status"], 0);
     assert!(out.contains("bal"), "{out}");
-}
-
-/// Takes a node's database down (no new connections, repctl's ended) or back up.
-fn set_down(s: &Setup, name: &str, down: bool) {
-    let n = s.node(name);
-    n.with_cluster(|c| {
-        c.execute_admin(
-            "postgres",
-            &format!(
-                "alter database {db} with allow_connections {allow};
-                 select pg_terminate_backend(pid) from pg_stat_activity
-                  where datname = '{db}' and application_name like 'repctl%';",
-                db = n.db,
-                allow = !down
-            ),
-        )
-    })
-    .expect("set the node down or up");
 }
