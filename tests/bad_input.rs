@@ -195,6 +195,37 @@ fn table_mistakes() {
     }
 }
 
+/// origin-wins and target-wins judge concurrency pair by pair, which three nodes defeat (the
+/// convergence checker finds histories where they end different): refused there, and the
+/// default on three nodes compares versions.
+#[test]
+fn pairwise_rules_need_two_nodes() {
+    let s = Setup::one_cluster(&["a", "b", "c"]);
+    for n in &s.nodes {
+        n.exec("create table t (id int primary key, v text)");
+    }
+    s.repctl_ok(&["init"], 0);
+    for rule in ["origin-wins", "target-wins"] {
+        let e = err(&s, &["add-table", "public.t", "--conflict", rule]);
+        assert!(
+            e.contains(rule) && e.contains("last-write-wins") && e.contains("public.t"),
+            "{e}"
+        );
+    }
+    no_tables(&s);
+    s.repctl_ok(&["add-table", "public.t"], 0);
+    for n in &s.nodes {
+        assert_eq!(
+            n.count("select count(*) from repctl.tables where conflict = 'last-write-wins'"),
+            1,
+            "node {}",
+            n.name
+        );
+    }
+    let e = err(&s, &["alter-table", "public.t", "--conflict", "origin-wins"]);
+    assert!(e.contains("converges only between two nodes"), "{e}");
+}
+
 #[test]
 fn commands_before_init_say_so() {
     let s = Setup::pair(Layout::OneCluster);

@@ -551,7 +551,6 @@ fn origin_wins_on_two_nodes() {
 }
 
 #[test]
-#[ignore = "target-wins still diverges in some histories (a resolution crossing a later concurrent change); see the closing note"]
 fn target_wins_on_two_nodes() {
     run(Rule::TargetWins, &["a", "b"]);
 }

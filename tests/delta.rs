@@ -105,7 +105,7 @@ fn increments_add_up_on_two_nodes_with_run() {
 /// Three nodes, synchronous: flushes at commit (some left queued under row locks), then drain.
 #[test]
 fn increments_add_up_on_three_nodes_in_sync_mode() {
-    let s = accounts(&["a", "b", "c"], &["--conflict", "origin-wins"]);
+    let s = accounts(&["a", "b", "c"], &["--conflict", "last-write-wins"]);
     spend(&s, 1, Duration::from_secs(4));
     drain_all(&s);
     assert_totals(&s);

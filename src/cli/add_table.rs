@@ -34,9 +34,10 @@ pub struct Args {
     /// When a peer cannot take a change: keep it queued, or fail the local write.
     #[arg(long, value_enum, default_value = "queue")]
     on_peer_failure: OnPeerFailure,
-    /// How conflicts (two nodes changed the same row) are resolved.
-    #[arg(long, value_enum, default_value = "origin-wins")]
-    conflict: ConflictRule,
+    /// How conflicts (two nodes changed the same row) are resolved [default: origin-wins with two
+    /// nodes, last-write-wins with three or more].
+    #[arg(long, value_enum)]
+    conflict: Option<ConflictRule>,
     /// With last-write-wins: compare this timestamp column instead of commit times.
     #[arg(long, value_name = "COL")]
     conflict_column: Option<String>,
@@ -79,7 +80,11 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         where_clause: args.where_clause,
         mode: args.mode,
         on_peer_failure: args.on_peer_failure,
-        conflict: args.conflict,
+        conflict: args.conflict.unwrap_or(if config.nodes.len() > 2 {
+            ConflictRule::LastWriteWins
+        } else {
+            ConflictRule::OriginWins
+        }),
         conflict_column: args.conflict_column,
         node_priority: args.node_priority,
         delta: args.delta,

@@ -177,6 +177,18 @@ fn same_settings(stored: &Replicated, table: &Table, req: &AddTable) -> bool {
 }
 
 fn check_conflict_settings(clients: &[(String, Client)], req: &AddTable) -> Result<()> {
+    // Without versions, "concurrent" is judged pair by pair (a change queued for the origin): with
+    // three nodes a third one's changes arrive in different orders on the other two, and the nodes
+    // can end different.
+    if clients.len() > 2 && !req.conflict.versioned() && req.conflict != ConflictRule::Error {
+        bail!(
+            "--conflict {} converges only between two nodes, and the config names {}: use \
+             --conflict last-write-wins or node-priority (which compare versions) for {}",
+            req.conflict.as_str(),
+            clients.len(),
+            logical_name(&req.name)
+        );
+    }
     if req.conflict == ConflictRule::NodePriority && req.node_priority.is_empty() {
         bail!(
             "--conflict node-priority needs --node-priority NODE,NODE,... (highest priority first)"

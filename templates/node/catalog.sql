@@ -76,7 +76,8 @@ create table if not exists repctl.queue (
   ts timestamptz not null default clock_timestamp(),
   primary key (peer, seq)
 ) partition by list (peer);
--- A resolution sent back by a target that kept its row (target-wins): applied without a conflict check.
+-- A resolution sent back by a target that kept its row (target-wins): applied without comparing
+-- values, unless a change of the key is queued for its origin.
 alter table repctl.queue add column if not exists resolved boolean not null default false;
 -- node-priority: the count of the version the change writes (repctl.version.n).
 alter table repctl.queue add column if not exists n integer;

@@ -210,6 +210,11 @@ begin
       from batch as b
   ), judged as (
     select h.*, case
+{% if conflict in ["origin-wins", "target-wins"] %}
+        -- A resolution (a row the origin kept, sent back) crossing a later change of the key made
+        -- here was concurrent with it: applied, it would overwrite a row the origin is yet to get.
+        when h.resolved and h.pending then {{ shape_kind("h") }}
+{% endif %}
         when h.resolved then null
 {% if merging %}
         -- A row here that the origin did not delete: the rule decides only the columns the
