@@ -266,6 +266,23 @@ fn origin_wins_and_target_wins_keep_the_losers_increment() {
     }
 }
 
+/// What delta columns cannot do (README, "Counters and balances"): a check on the sum holds on
+/// each node for what it knows, so two nodes can each spend the last unit; delivering either then
+/// fails the check on the peer, and the pair stops at that change, naming it.
+#[test]
+fn two_nodes_spending_the_last_unit_stop_at_the_check() {
+    let s = accounts(&["a", "b"], &["--mode", "async", "--conflict", "last-write-wins"]);
+    for n in &s.nodes {
+        n.exec("alter table acct add constraint acct_nonneg check (bal >= 0)");
+    }
+    s.node("a").exec("update acct set bal = 1 where id = 6");
+    drain_all(&s);
+    s.node("a").exec("update acct set bal = bal - 1 where id = 6");
+    s.node("b").exec("update acct set bal = bal - 1 where id = 6");
+    let out = s.repctl_ok(&["drain"], 1);
+    assert!(out.contains("acct_nonneg"), "{out}");
+}
+
 /// Changing the rule while writers go on keeps every increment.
 #[test]
 fn a_rule_change_with_alter_table_keeps_the_totals() {
