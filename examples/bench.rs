@@ -252,6 +252,8 @@ pub enum Bal {
     Plain,
     /// As a delta column.
     Delta,
+    /// As a delta column, the table with `--merge-columns`.
+    DeltaMerge,
 }
 
 impl Opts {
@@ -842,8 +844,10 @@ impl<'a> Ctx<'a> {
         let mode = d.repctl_mode().expect("a repctl delivery");
         for table in ["bench.t", "bench.w5"] {
             let mut args = vec!["add-table", table, "--mode", mode];
-            if self.opts.bal == Some(Bal::Delta) {
-                args.extend(["--delta", "bal"]);
+            match self.opts.bal {
+                Some(Bal::Delta) => args.extend(["--delta", "bal"]),
+                Some(Bal::DeltaMerge) => args.extend(["--delta", "bal", "--merge-columns"]),
+                _ => {}
             }
             self.repctl.ok(&config, &args)?;
         }

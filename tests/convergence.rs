@@ -476,7 +476,6 @@ fn history(rule: Rule, names: &[&'static str], seed: u64, steps: usize) {
     s.repctl_ok(&["verify"], 0);
 }
 
-
 fn run(rule: Rule, names: &[&'static str]) {
     let base = seed();
     println!("{rule:?} on {names:?}: seeds from {base} (REPCTL_SEED={base} repeats them)");

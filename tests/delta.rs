@@ -239,6 +239,50 @@ fn a_merged_conflict_is_logged_with_both_values() {
     s.repctl_ok(&["verify"], 0);
 }
 
+/// The rules that drop or send back one node's change (origin-wins, target-wins) still deliver
+/// its increment: the change of the note is decided, the increments add up.
+#[test]
+fn origin_wins_and_target_wins_keep_the_losers_increment() {
+    for (rule, note) in [("origin-wins", "a"), ("target-wins", "b")] {
+        let s = accounts(&["a", "b"], &["--mode", "async", "--conflict", rule]);
+        s.node("a")
+            .exec("update acct set bal = bal + 10, note = 'a' where id = 5");
+        s.node("b")
+            .exec("update acct set bal = bal - 3, note = 'b' where id = 5");
+        s.repctl_ok(&["drain", "--from", "a"], 0);
+        drain_all(&s);
+        for n in ["a", "b"] {
+            let mut c = s.node(n).admin();
+            let r = c
+                .query_one("select bal, note from acct where id = 5", &[])
+                .unwrap();
+            assert_eq!(
+                (r.get::<_, i64>(0), r.get::<_, String>(1)),
+                (1007, note.to_string()),
+                "{rule} on node {n}"
+            );
+        }
+        s.repctl_ok(&["verify"], 0);
+    }
+}
+
+/// What delta columns cannot do (README, "Counters and balances"): a check on the sum holds on
+/// each node for what it knows, so two nodes can each spend the last unit; delivering either then
+/// fails the check on the peer, and the pair stops at that change, naming it.
+#[test]
+fn two_nodes_spending_the_last_unit_stop_at_the_check() {
+    let s = accounts(&["a", "b"], &["--mode", "async", "--conflict", "last-write-wins"]);
+    for n in &s.nodes {
+        n.exec("alter table acct add constraint acct_nonneg check (bal >= 0)");
+    }
+    s.node("a").exec("update acct set bal = 1 where id = 6");
+    drain_all(&s);
+    s.node("a").exec("update acct set bal = bal - 1 where id = 6");
+    s.node("b").exec("update acct set bal = bal - 1 where id = 6");
+    let out = s.repctl_ok(&["drain"], 1);
+    assert!(out.contains("acct_nonneg"), "{out}");
+}
+
 /// Changing the rule while writers go on keeps every increment.
 #[test]
 fn a_rule_change_with_alter_table_keeps_the_totals() {
@@ -384,4 +428,3 @@ fn delta_columns_must_be_numeric_and_merge_columns_needs_a_rule_that_can_merge()
     let out = s.repctl_ok(&["status"], 0);
     assert!(out.contains("bal"), "{out}");
 }
-

@@ -217,14 +217,13 @@ fn check_conflict_settings(clients: &[(String, Client)], req: &AddTable) -> Resu
 }
 
 /// The base types whose changes add up as increments.
-const DELTA_TYPES: [&str; 7] = [
+const DELTA_TYPES: [&str; 6] = [
     "smallint",
     "integer",
     "bigint",
     "numeric",
     "real",
     "double precision",
-    "money",
 ];
 
 /// `--delta` names replicated, non-key columns of a numeric type.
