@@ -240,6 +240,18 @@ pub struct Opts {
     /// count) and print each workload's top statements on origin and peer to stderr. Slows
     /// everything down: for finding hot spots, not for the reported figures.
     pub profile: bool,
+    /// Give both bench tables a counter `bal` that W2 and W5 also increment; with `Delta`,
+    /// replicated as a delta column (`add-table --delta bal`).
+    pub bal: Option<Bal>,
+}
+
+/// How the counter column of `--bal` is replicated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Bal {
+    /// As an ordinary column.
+    Plain,
+    /// As a delta column.
+    Delta,
 }
 
 impl Opts {
@@ -253,6 +265,7 @@ impl Opts {
             verbose: true,
             async_commit: false,
             profile: false,
+            bal: None,
         }
     }
 }
@@ -439,7 +452,7 @@ pub fn run(opts: &Opts) -> Result<Report> {
                 }
                 if !opts.skip.contains(&Part::Bulk) {
                     for n in opts.sizes.bulk {
-                        for (w, sql) in bulk_statements(n) {
+                        for (w, sql) in bulk_statements(n, opts.bal.is_some()) {
                             let s = ctx.step(&mut env, run, w, n, &sql)?;
                             log(&format!(
                                 "run {}/{} {:<22} {}: write {:.3} s, peer equal {}{}",
@@ -538,8 +551,13 @@ fn stop_when_process_exits(c: &Cluster) {
         .spawn();
 }
 
+/// `, bal = bal + 1` in W2 and W5 when the tables have the counter (`--bal`).
+fn bal_increment(bal: bool) -> &'static str {
+    if bal { ", bal = bal + 1" } else { "" }
+}
+
 /// W1-W4 for one N.
-fn bulk_statements(n: i64) -> Vec<(Workload, String)> {
+fn bulk_statements(n: i64, bal: bool) -> Vec<(Workload, String)> {
     vec![
         (
             Workload::W1,
@@ -549,7 +567,10 @@ fn bulk_statements(n: i64) -> Vec<(Workload, String)> {
         ),
         (
             Workload::W2,
-            "update bench.t set info = 'upd' || random(), mod_time = clock_timestamp()".into(),
+            format!(
+                "update bench.t set info = 'upd' || random(), mod_time = clock_timestamp(){}",
+                bal_increment(bal)
+            ),
         ),
         (
             Workload::W3,
@@ -560,9 +581,10 @@ fn bulk_statements(n: i64) -> Vec<(Workload, String)> {
 }
 
 /// W5's pgbench script: one single-row update per transaction.
-fn w5_script(rows: i64) -> String {
+fn w5_script(rows: i64, bal: bool) -> String {
     format!(
-        "\\set k random(1, {rows})\nupdate bench.w5 set info = 'w5' || random(), mod_time = clock_timestamp() where pk1 = :k;\n"
+        "\\set k random(1, {rows})\nupdate bench.w5 set info = 'w5' || random(), mod_time = clock_timestamp(){} where pk1 = :k;\n",
+        bal_increment(bal)
     )
 }
 
@@ -677,9 +699,15 @@ struct VerifyEnv<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    fn tables_ddl() -> String {
+    fn tables_ddl(&self) -> String {
+        let bal = if self.opts.bal.is_some() {
+            "alter table bench.t add column bal bigint not null default 0;
+             alter table bench.w5 add column bal bigint not null default 0;"
+        } else {
+            ""
+        };
         format!(
-            "create schema bench; create table bench.t {SEED_COLUMNS}; create table bench.w5 {SEED_COLUMNS};"
+            "create schema bench; create table bench.t {SEED_COLUMNS}; create table bench.w5 {SEED_COLUMNS};{bal}"
         )
     }
 
@@ -701,7 +729,7 @@ impl<'a> Ctx<'a> {
 
     fn setup(&self, d: Delivery, run: usize) -> Result<Env<'a>> {
         let db = format!("bench_{}_{}", d.tag(), run);
-        let ddl = Self::tables_ddl();
+        let ddl = self.tables_ddl();
         let native = matches!(d, Delivery::Native | Delivery::NativeSync);
         let origin = match d {
             Delivery::Native | Delivery::NativeSync => {
@@ -813,8 +841,11 @@ impl<'a> Ctx<'a> {
         self.repctl.ok(&config, &["init"])?;
         let mode = d.repctl_mode().expect("a repctl delivery");
         for table in ["bench.t", "bench.w5"] {
-            self.repctl
-                .ok(&config, &["add-table", table, "--mode", mode])?;
+            let mut args = vec!["add-table", table, "--mode", mode];
+            if self.opts.bal == Some(Bal::Delta) {
+                args.extend(["--delta", "bal"]);
+            }
+            self.repctl.ok(&config, &args)?;
         }
         if d == Delivery::AsyncRun {
             let log = self.work.path().join(format!("{db}.run.log"));
@@ -1049,7 +1080,7 @@ impl<'a> Ctx<'a> {
         self.wait_equal(env, "bench.w5", want)?;
 
         let script = self.work.path().join("w5.sql");
-        std::fs::write(&script, w5_script(rows))?;
+        std::fs::write(&script, w5_script(rows, self.opts.bal.is_some()))?;
         self.profile_reset(env)?;
         let tps = pgbench(
             env.origin,
@@ -1847,6 +1878,9 @@ struct Args {
     /// Transactions per second each soak writer offers (0: as fast as it goes).
     #[arg(long, default_value_t = 100)]
     soak_tps: u32,
+    /// Add a counter column `bal` that W2 and W5 increment too, replicated plain or as a delta column.
+    #[arg(long, value_enum)]
+    bal: Option<Bal>,
 }
 
 #[allow(dead_code)]
@@ -1898,6 +1932,7 @@ fn main() -> ExitCode {
     opts.skip = args.skip;
     opts.async_commit = args.async_commit;
     opts.profile = args.profile;
+    opts.bal = args.bal;
     let result = run(&opts).and_then(|report| {
         let md = report.markdown();
         println!("{md}");

@@ -102,6 +102,8 @@ fn verify_queries() {
             conflict: repctl::catalog::ConflictRule::OriginWins,
             conflict_column: None,
             node_priority: Vec::new(),
+            delta: vec![],
+            merge_columns: false,
         },
         version: 150000,
         columns: hashed_columns(),

@@ -114,6 +114,8 @@ fn request(mode: Mode, where_clause: Option<&str>) -> AddTable {
         conflict: ConflictRule::OriginWins,
         conflict_column: None,
         node_priority: vec![],
+        delta: vec![],
+        merge_columns: false,
     }
 }
 
@@ -131,6 +133,29 @@ fn add_table_async_with_where() {
     let t = seed_table("local", "loc_test");
     let sql = render_add("local", &logical_name(&req.name), &t, &t.columns, &req).unwrap();
     insta::assert_snapshot!("add_table_async_where_local", sql);
+}
+
+#[test]
+fn add_table_delta_last_write_wins() {
+    let mut req = request(Mode::Async, None);
+    req.conflict = ConflictRule::LastWriteWins;
+    req.delta = vec!["info".into()];
+    let mut t = seed_table("local", "loc_test");
+    t.columns[2].type_sql = "numeric(12,2)".into();
+    req.delta = vec![t.columns[2].name.clone()];
+    let sql = render_add("local", &logical_name(&req.name), &t, &t.columns, &req).unwrap();
+    insta::assert_snapshot!("add_table_delta_lww_local", sql);
+}
+
+#[test]
+fn add_table_delta_merge_columns() {
+    let mut req = request(Mode::Sync, None);
+    let mut t = seed_table("local", "loc_test");
+    t.columns[2].type_sql = "bigint".into();
+    req.delta = vec![t.columns[2].name.clone()];
+    req.merge_columns = true;
+    let sql = render_add("local", &logical_name(&req.name), &t, &t.columns, &req).unwrap();
+    insta::assert_snapshot!("add_table_delta_merge_local", sql);
 }
 
 #[test]
@@ -167,6 +192,8 @@ fn add_table_odd_names_key_only_identity() {
         conflict: ConflictRule::Error,
         conflict_column: None,
         node_priority: vec![],
+        delta: vec![],
+        merge_columns: false,
     };
     let sql = render_add("n'1", &logical_name(&req.name), &t, &t.columns, &req).unwrap();
     insta::assert_snapshot!("add_table_odd_names", sql);

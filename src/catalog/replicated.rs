@@ -109,10 +109,15 @@ pub struct Replicated {
     pub conflict: ConflictRule,
     pub conflict_column: Option<String>,
     pub node_priority: Vec<String>,
+    /// Numeric columns applied as increments (`--delta`).
+    pub delta: Vec<String>,
+    /// An update applies only the columns it changed (`--merge-columns`).
+    pub merge_columns: bool,
 }
 
 const SELECT: &str = "select name, nsp::text as nsp, rel::text as rel, columns, key_columns, where_clause, mode,
-        on_peer_failure, on_apply_error, conflict, conflict_column, coalesce(node_priority, '{}') as node_priority
+        on_peer_failure, on_apply_error, conflict, conflict_column, coalesce(node_priority, '{}') as node_priority, delta_columns,
+        merge_columns
    from repctl.tables";
 
 impl Replicated {
@@ -200,6 +205,8 @@ impl Replicated {
             )?,
             conflict_column: r.get("conflict_column"),
             node_priority: r.get("node_priority"),
+            delta: r.get("delta_columns"),
+            merge_columns: r.get("merge_columns"),
             logical,
         })
     }

@@ -47,6 +47,14 @@ pub struct Args {
     /// With node-priority: nodes, highest priority first, comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
     node_priority: Vec<String>,
+    /// Numeric columns applied as increments (counters, balances): every node ends with the sum
+    /// of all nodes' changes, whatever the conflict rule; comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "COL,...")]
+    delta: Vec<String>,
+    /// An update applies only the columns it changed, so concurrent changes of different columns
+    /// of a row all survive (with --conflict origin-wins or error).
+    #[arg(long)]
+    merge_columns: bool,
     /// The table already holds rows on NODE: copy them to the other nodes (writers may go on).
     #[arg(long, value_name = "NODE")]
     copy_from: Option<String>,
@@ -83,6 +91,8 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         }),
         conflict_column: args.conflict_column,
         node_priority: args.node_priority,
+        delta: args.delta,
+        merge_columns: args.merge_columns,
     };
     let mut clients = init::connect_all(config)?;
     if let Some(source) = &args.copy_from {

@@ -30,6 +30,12 @@ pub struct Args {
     /// With node-priority: nodes, highest priority first, comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
     node_priority: Option<Vec<String>>,
+    /// Numeric columns applied as increments from now on, comma-separated (`--delta ''`: none).
+    #[arg(long, value_delimiter = ',', value_name = "COL,...")]
+    delta: Option<Vec<String>>,
+    /// Whether an update applies only the columns it changed.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    merge_columns: Option<bool>,
     /// For a node that does not replicate the table yet (just added to the config): the table to use there.
     #[arg(long = "map", value_name = "NODE=SCHEMA.TABLE")]
     map: Vec<String>,
@@ -70,14 +76,30 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     if let Some(p) = args.node_priority {
         req.node_priority = p;
     }
+    if let Some(d) = args.delta {
+        req.delta = d.into_iter().filter(|c| !c.is_empty()).collect();
+    }
+    if let Some(m) = args.merge_columns {
+        req.merge_columns = m;
+    }
     let scripts = table::add_scripts(&mut clients, &req, true)?;
     install_or_print(&mut clients, &scripts, args.dry_run, |_| {
         format!(
-            "{name} now {:?}, on peer failure {:?}, on apply error {}, conflicts {}",
+            "{name} now {:?}, on peer failure {:?}, on apply error {}, conflicts {}{}{}",
             req.mode,
             req.on_peer_failure,
             req.on_apply_error.as_str(),
-            req.conflict.as_str()
+            req.conflict.as_str(),
+            if req.delta.is_empty() {
+                String::new()
+            } else {
+                format!(", delta {}", req.delta.join(","))
+            },
+            if req.merge_columns {
+                ", merge-columns"
+            } else {
+                ""
+            }
         )
     })
 }

@@ -35,6 +35,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         let mut tables = table([
             "table",
             "mode",
+            "delta",
             "node",
             "local table",
             "conflicts",
@@ -50,6 +51,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
                 tables.row([
                     t.table.clone(),
                     or_dash(t.mode.clone()),
+                    columns_shown(t),
                     node.name.clone(),
                     or_dash(t.nodes.get(&node.name)),
                     or_dash(t.conflicts.get(&node.name)),
@@ -75,4 +77,17 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     } else {
         super::EXIT_DIFFERENT
     })
+}
+
+/// The delta columns, and whether updates merge by column.
+fn columns_shown(t: &status::TableStatus) -> String {
+    let mut shown = t.delta.join(",");
+    if t.merge_columns {
+        shown.push_str(if shown.is_empty() {
+            "merge-columns"
+        } else {
+            " + merge-columns"
+        });
+    }
+    or_dash((!shown.is_empty()).then_some(shown))
 }

@@ -30,6 +30,10 @@ pub struct AddTable {
     pub conflict_column: Option<String>,
     /// For node-priority: node names, highest priority first.
     pub node_priority: Vec<String>,
+    /// Numeric columns applied as increments (counters, balances), whatever the rule.
+    pub delta: Vec<String>,
+    /// An update applies only the columns it changed.
+    pub merge_columns: bool,
 }
 
 impl AddTable {
@@ -63,6 +67,8 @@ pub fn stored_request(clients: &mut [(String, Client)], name: &TableName) -> Res
             conflict: stored.conflict,
             conflict_column: stored.conflict_column,
             node_priority: stored.node_priority,
+            delta: stored.delta,
+            merge_columns: stored.merge_columns,
         });
     }
     let mut req = req.with_context(|| {
@@ -122,6 +128,7 @@ pub fn add_scripts(
                 table.name
             );
         }
+        check_delta(node, &table, req)?;
         if let Some(w) = &req.where_clause {
             // Parsing the condition against the table proves it is one expression over its columns.
             let mut tx = client.transaction()?;
@@ -168,6 +175,8 @@ fn same_settings(stored: &Replicated, table: &Table, req: &AddTable) -> bool {
         && stored.conflict == req.conflict
         && stored.conflict_column == req.conflict_column
         && stored.node_priority == req.node_priority
+        && stored.delta == req.delta
+        && stored.merge_columns == req.merge_columns
 }
 
 fn check_conflict_settings(clients: &[(String, Client)], req: &AddTable) -> Result<()> {
@@ -195,6 +204,53 @@ fn check_conflict_settings(clients: &[(String, Client)], req: &AddTable) -> Resu
     }
     if req.conflict_column.is_some() && req.conflict != ConflictRule::LastWriteWins {
         bail!("--conflict-column goes with --conflict last-write-wins");
+    }
+    if req.merge_columns && !matches!(req.conflict, ConflictRule::OriginWins | ConflictRule::Error)
+    {
+        bail!(
+            "--merge-columns goes with --conflict origin-wins or error: {} keeps one version of the whole row, \
+             which cannot decide two columns changed by different nodes apart (nodes would diverge)",
+            req.conflict.as_str()
+        );
+    }
+    Ok(())
+}
+
+/// The base types whose changes add up as increments.
+const DELTA_TYPES: [&str; 7] = [
+    "smallint",
+    "integer",
+    "bigint",
+    "numeric",
+    "real",
+    "double precision",
+    "money",
+];
+
+/// `--delta` names replicated, non-key columns of a numeric type.
+fn check_delta(node: &str, table: &Table, req: &AddTable) -> Result<()> {
+    for d in &req.delta {
+        let Some(c) = table.columns.iter().find(|c| &c.name == d) else {
+            bail!(
+                "node {node}: --delta {d:?} is not a replicated column of {}",
+                table.name
+            );
+        };
+        if table.key.contains(d) || req.conflict_column.as_ref() == Some(d) {
+            bail!(
+                "node {node}: --delta {d:?} of {} is its primary key or --conflict-column; a delta column must be an ordinary column",
+                table.name
+            );
+        }
+        let base = c.type_sql.split('(').next().unwrap_or_default().trim();
+        if !DELTA_TYPES.contains(&base) {
+            bail!(
+                "node {node}: --delta {d:?} of {} is of type {}; delta columns must be numeric ({})",
+                table.name,
+                c.type_sql,
+                DELTA_TYPES.join(", ")
+            );
+        }
     }
     Ok(())
 }
@@ -344,6 +400,22 @@ pub fn render_add(
             .cmp(&b.name.len())
             .then_with(|| a.name.cmp(&b.name))
     });
+    // The non-key columns an update sets, each delta column with the name of its increment.
+    let target = |(i, c): (usize, &Column)| {
+        let inc = req.delta.contains(&c.name).then(|| format!("inc_{i}"));
+        context! { name => c.name.clone(), type => safe(c.type_sql.clone()), inc }
+    };
+    let non_key = || {
+        columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !table.key.contains(&c.name))
+    };
+    let merge_targets: Vec<Value> = non_key().map(target).collect();
+    let delta_columns: Vec<Value> = non_key()
+        .filter(|(_, c)| req.delta.contains(&c.name))
+        .map(target)
+        .collect();
     render::render(
         "table/add.sql",
         &context! {
@@ -373,6 +445,11 @@ pub fn render_add(
             text_settings => text_settings(columns),
             columnar => column_values(&columnar),
             ts_alias => names::free_alias("ts", &names_taken),
+            merging => !req.delta.is_empty() || req.merge_columns,
+            merge_columns => req.merge_columns,
+            delta_columns => delta_columns,
+            plain_columns => update_columns.iter().filter(|c| !req.delta.contains(c)).cloned().collect::<Vec<_>>(),
+            merge_targets => merge_targets,
         },
     )
 }

@@ -27,6 +27,10 @@ pub struct NodeStatus {
 pub struct TableStatus {
     pub table: String,
     pub mode: Option<String>,
+    /// Columns applied as increments (`--delta`).
+    pub delta: Vec<String>,
+    /// Whether an update applies only the columns it changed (`--merge-columns`).
+    pub merge_columns: bool,
     /// Node name to its local `schema.table` (absent where the table is not replicated).
     pub nodes: BTreeMap<String, String>,
     /// Node name to objects add-table should have installed there but that are missing.
@@ -106,6 +110,8 @@ pub fn status(
         let mut t = TableStatus {
             table: logical.clone(),
             mode: None,
+            delta: vec![],
+            merge_columns: false,
             nodes: BTreeMap::new(),
             missing: BTreeMap::new(),
             complete: true,
@@ -129,6 +135,10 @@ pub fn status(
                 }
                 Some(nt) => {
                     t.nodes.insert(name.clone(), nt.local.to_string());
+                    if t.mode.is_none() {
+                        t.delta = nt.delta.clone();
+                        t.merge_columns = nt.merge_columns;
+                    }
                     t.mode.get_or_insert(nt.mode.as_str().to_string());
                     let n: i64 = client
                         .query_one(

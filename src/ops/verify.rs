@@ -365,6 +365,8 @@ mod tests {
                 conflict: crate::catalog::ConflictRule::OriginWins,
                 conflict_column: None,
                 node_priority: Vec::new(),
+                delta: vec![],
+                merge_columns: false,
             },
             version,
             columns: columns

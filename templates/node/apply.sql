@@ -1,3 +1,40 @@
+-- A batch less the changes from p_origin already applied here: those of the last drain batch
+-- (repctl.applied) and of synchronous flushes the origin stopped waiting for (repctl.applied_flush).
+-- Only tables with delta columns need it: every other change applied twice ends in the same row.
+create or replace function repctl.unapplied(p_origin text, p_changes jsonb) returns jsonb
+language plpgsql stable set search_path = pg_catalog, pg_temp as $fn$
+declare
+  v_done bigint[];
+begin
+  select array_agg(e.ord) into v_done
+    from jsonb_array_elements_text(p_changes -> 's') with ordinality as e(s, ord)
+   where e.s::bigint in (select unnest(a.seqs) from repctl.applied as a where a.origin = p_origin
+                         union all
+                         select unnest(f.seqs) from repctl.applied_flush as f where f.origin = p_origin);
+  if v_done is null then
+    return p_changes;
+  end if;
+  return (select jsonb_object_agg(f.key, case when jsonb_typeof(f.value) <> 'array' then f.value else
+                   (select coalesce(jsonb_agg(e.v order by e.ord), '[]')
+                      from jsonb_array_elements(f.value) with ordinality as e(v, ord)
+                     where e.ord <> all (v_done)) end)
+            from jsonb_each(p_changes) as f);
+end
+$fn$;
+
+-- The columns of a table a winning change (first old image p_before, final image p_after) decides:
+-- with merge-columns those it changed, else all of p_plain if it changed any (none: it only
+-- changed delta columns). Without an old image (an insert), all.
+create or replace function repctl.decided_columns(p_before jsonb, p_after jsonb, p_plain text[], p_merge boolean)
+returns text[] language sql immutable set search_path = pg_catalog as $fn$
+  select case when p_before is null then p_plain
+              when p_merge then c.changed
+              when cardinality(c.changed) > 0 then p_plain
+              else '{}' end
+    from (select array(select e.key from jsonb_each(p_after) as e
+                        where e.key = any (p_plain) and e.value is distinct from p_before -> e.key) as changed) as c
+$fn$;
+
 {#- Included by node/init.sql: repctl.apply, the one apply path. -#}
 -- The one apply path, used by synchronous delivery, drain and run alike. Changes arrive in origin
 -- order; consecutive changes of one table go to that table's apply function in one set-based step.
@@ -51,6 +88,8 @@ begin
      order by lo
   loop
     select t.apply_fn, t.conflict, array(select c from unnest(t.columns) c where c <> all (t.key_columns)) as nonkey,
+           t.delta_columns, t.merge_columns, cardinality(t.delta_columns) > 0 or t.merge_columns as merging,
+           array(select c from unnest(t.columns) c where c <> all (t.key_columns) and c <> all (t.delta_columns)) as plain,
            (select p.prosecdef from pg_proc p where p.proname = t.apply_fn and p.pronamespace = 'repctl'::regnamespace) as definer
       into v_table from repctl.tables t where t.name = v_segment.tbl;
     if v_table.apply_fn is null then
@@ -99,6 +138,10 @@ begin
           using errcode = 'unique_violation', hint = 'sent again as row images, which compare the versions';
       end if;
     else
+      if cardinality(v_table.delta_columns) > 0 then
+        -- An increment applied twice would count twice.
+        v_changes := repctl.unapplied(p_origin, v_changes);
+      end if;
       v_versions := null;
       if v_table.conflict in ('last-write-wins', 'node-priority') then
         select jsonb_agg(jsonb_build_object('k', v.k, 'origin', v.origin, 'ts', v.ts, 'n', v.n)) into v_versions
@@ -119,24 +162,42 @@ begin
         with res as materialized (select * from repctl.%I($1, $2, $3, $4, null, null)),
         logged as (
           insert into repctl.conflict (tbl, k, kind, origin, local_row, remote_row, rule, winner)
-          select $5, res.k, res.kind, $3, res.local_row, res.remote_row, $6, case when res.wins then $3 else $7 end
-            from res where res.kind is not null and $6 <> 'error'),
+          select $5, res.k, res.kind, $3, res.local_row, res.remote_row, $6,
+                 case when res.kind = 'merged' then 'both' when res.wins then $3 else $7 end
+            from res where res.kind is not null and ($6 <> 'error' or res.kind = 'merged')),
         superseded as (
           delete from repctl.queue q using res
            where $6 in ('origin-wins', 'target-wins') and res.kind is not null
+             and (not $9 or res.remote_row is null or q.op = 'D')
              and q.peer = $3 and q.tbl = $5 and coalesce(q.r, q.o) - $8 = res.k),
+        -- A table with delta columns or merge-columns keeps this node's changes of the key queued,
+        -- less the columns the winner decided: their increments, and (merge-columns) the other
+        -- columns they changed, still reach the origin.
+        neutralized as (
+          update repctl.queue as q
+             set op = 'U',
+                 o = case when q.op = 'I' then q.r || (select jsonb_object_agg(d, 0) from unnest($11::text[]) as d) else q.o end,
+                 r = q.r || coalesce((select jsonb_object_agg(e.key, e.value)
+                                        from jsonb_each(case when q.op = 'I' then q.r else q.o end) as e
+                                       where e.key = any (repctl.decided_columns(res.before_row, res.remote_row, $10, $12))), '{}')
+            from res
+           where $9 and $6 in ('origin-wins', 'target-wins') and res.kind is not null and res.remote_row is not null
+             and q.op <> 'D' and q.peer = $3 and q.tbl = $5 and coalesce(q.r, q.o) - $8 = res.k),
         resent as (
           insert into repctl.queue (peer, tbl, op, r, o, resolved)
           select $3, $5, case when res.local_row is null then 'D' else 'U' end, res.local_row, coalesce(res.local_row, res.k), true
             from res where $6 = 'target-wins' and res.kind is not null and res.kind <> 'delete_missing' and not res.wins),
         versions as (
           insert into repctl.version as v (tbl, k, origin, ts, n)
-          select $5, res.k, $3, res.ts, coalesce(res.n, 0) from res where res.wins and $6 in ('last-write-wins', 'node-priority')
+          -- Without a time the key's changes only incremented delta columns, which versions do not decide.
+          select $5, res.k, $3, res.ts, coalesce(res.n, 0) from res
+           where res.wins and res.ts is not null and $6 in ('last-write-wins', 'node-priority')
           on conflict (tbl, k) do update set origin = excluded.origin, ts = excluded.ts, n = excluded.n)
         select res.kind, res.k, res.local_row, res.before_row, res.remote_row from res
-         where $6 = 'error' and res.kind is not null and res.kind <> 'delete_missing' limit 1$q$, v_table.apply_fn)
+         where $6 = 'error' and res.kind is not null and res.kind not in ('delete_missing', 'merged') limit 1$q$, v_table.apply_fn)
         into v_conflict
-        using v_changes, v_segment.trunc, p_origin, v_versions, v_segment.tbl, v_table.conflict, v_node, v_table.nonkey;
+        using v_changes, v_segment.trunc, p_origin, v_versions, v_segment.tbl, v_table.conflict, v_node, v_table.nonkey,
+              v_table.merging, v_table.plain, v_table.delta_columns, v_table.merge_columns;
       if v_conflict.kind is not null then
         perform repctl.conflict_error(v_segment.tbl, p_origin, v_conflict.kind, v_conflict.k, v_conflict.local_row,
                                       v_conflict.before_row, v_conflict.remote_row);
@@ -152,6 +213,15 @@ begin
   if p_batch is not null then
     insert into repctl.applied as a (origin, seqs, at) values (p_origin, p_batch, now())
     on conflict (origin) do update set seqs = excluded.seqs, at = excluded.at;
+  end if;
+  -- A synchronous flush with changes of a table with delta columns (repctl.flush) names its
+  -- transaction and the origin's oldest one still running when it found nothing else queued here:
+  -- a flush of an older transaction is over, and no change of it is queued any more.
+  if p_changes ? 'x' then
+    delete from repctl.applied_flush where origin = p_origin and xid < (p_changes ->> 'h')::xid8;
+    insert into repctl.applied_flush (origin, xid, seqs)
+    select p_origin, (p_changes ->> 'x')::xid8, array(select jsonb_array_elements_text(p_changes -> 's')::bigint)
+    on conflict (origin, xid) do update set seqs = excluded.seqs || applied_flush.seqs;
   end if;
   return v_count;
 end

@@ -31,6 +31,10 @@ create table if not exists repctl.tables (
 alter table repctl.tables add column if not exists conflict text not null default 'origin-wins';
 alter table repctl.tables add column if not exists conflict_column text;
 alter table repctl.tables add column if not exists node_priority text[];
+-- Counters and balances (add-table --delta): columns applied as increments; --merge-columns: an
+-- update applies only the columns it changed.
+alter table repctl.tables add column if not exists delta_columns text[] not null default '{}';
+alter table repctl.tables add column if not exists merge_columns boolean not null default false;
 
 -- Who wrote each row's current version and when, for tables whose conflict rule compares versions
 -- (last-write-wins, node-priority); kept by capture and apply.
@@ -88,6 +92,17 @@ create table if not exists repctl.applied (
 -- Out of line but not compressed: pglz took ~3 ms of every 5,000-change batch's apply to shrink
 -- its 40 kB of seqs, 20 times what storing them costs; one row per origin, so space is no matter.
 alter table repctl.applied alter column seqs set storage external;
+
+-- Synchronous flushes with changes of tables with delta columns applied here: a flush whose origin
+-- stopped waiting (timeout) leaves its changes queued there although they were applied here, and an
+-- increment must not be applied again when a drain delivers them. Kept until the origin's
+-- transaction is over with nothing of it queued here (see repctl.apply).
+create table if not exists repctl.applied_flush (
+  origin text not null,
+  xid xid8 not null,
+  seqs bigint[] not null,
+  primary key (origin, xid)
+);
 
 -- Per peer: when a drain last delivered and how much in total.
 create table if not exists repctl.delivery (

@@ -24,6 +24,9 @@ declare
   v_payload jsonb;
   v_seqs bigint[];
   v_strict boolean;
+  v_delta boolean;
+  v_behind boolean;
+  v_horizon xid8;
   v_conn text;
   v_deadline timestamptz;
   v_from bigint := current_setting('repctl.flush_from')::bigint;
@@ -34,19 +37,30 @@ begin
     return null;
   end if;
   for v_peer in select name, server from repctl.peer order by name loop
-    -- Changes queued earlier for this peer go first (the seed's section 3 reordering).
-    if exists (select from repctl.queue q where q.peer = v_peer.name and q.seq < v_from)
-       or exists (select from repctl.queue q where q.peer = v_peer.name and q.seq > v_from and q.xid <> v_me) then
+    -- Changes queued earlier for this peer go first (the seed's section 3 reordering). The same
+    -- snapshot gives the oldest transaction still running: one older than that is over, and with
+    -- nothing queued for the peer, none of its changes is (see repctl.apply).
+    select exists (select from repctl.queue q where q.peer = v_peer.name and q.seq < v_from)
+           or exists (select from repctl.queue q where q.peer = v_peer.name and q.seq > v_from and q.xid <> v_me),
+           pg_snapshot_xmin(pg_current_snapshot())
+      into v_behind, v_horizon;
+    if v_behind then
       perform pg_notify({{ notify_channel | ql }}, v_peer.name);
       continue;
     end if;
     select repctl.changes_json(array_agg(q order by q.seq))::jsonb,
            array_agg(q.seq order by q.seq),
-           bool_or(t.on_peer_failure = 'error')
-      into v_payload, v_seqs, v_strict
+           bool_or(t.on_peer_failure = 'error'),
+           bool_or(cardinality(t.delta_columns) > 0)
+      into v_payload, v_seqs, v_strict, v_delta
       from repctl.queue q join repctl.tables t on t.name = q.tbl
      where q.peer = v_peer.name and q.seq > v_from and q.xid = v_me;
     continue when v_payload is null;
+    if v_delta then
+      -- The peer records this flush, so a drain of changes the peer applied does not apply their
+      -- increments again should this side stop waiting for its answer.
+      v_payload := v_payload || jsonb_build_object('x', v_me::text, 'h', v_horizon::text);
+    end if;
     -- The server name is derived to fit in 63 bytes, as dblink's connection names must.
     v_conn := v_peer.server;
     begin

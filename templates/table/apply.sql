@@ -33,6 +33,20 @@
 {% if conflict_column %}case when {{ c | qi }}.op = 'D' then {{ c | qi }}.ts::timestamptz
                 else coalesce(({{ c | qi }}.r ->> {{ conflict_column | ql }})::timestamptz, {{ c | qi }}.ts::timestamptz) end{% else %}{{ c | qi }}.ts::timestamptz{% endif %}
 {%- endmacro -%}
+{#- An image less its delta columns. -#}
+{%- macro less_delta(a, image) -%}
+({{ a | qi }}.{{ image | qi }} - {{ delta_columns | map(attribute="name") | list | ql }}::text[])
+{%- endmacro -%}
+{#- Whether the origin decided column `c` of the key in alias `a` (see batch). -#}
+{%- macro decides(a, c) -%}
+{% if merge_columns %}({{ a | qi }}.renewed or ({{ a | qi }}.img -> {{ c | ql }}) is distinct from ({{ a | qi }}.first_o -> {{ c | ql }})){% else %}{{ a | qi }}.nchanged{% endif %}
+{%- endmacro -%}
+{#- Whether this node changed what the origin decided, to something else than the origin did. -#}
+{%- macro decided_conflict(a) -%}
+{% if merge_columns %}{% for c in plain_columns %}({{ decides(a, c) }} and ({{ a | qi }}.cur -> {{ c | ql }}) is distinct from ({{ a | qi }}.img -> {{ c | ql }})
+             and (({{ a | qi }}.cur -> {{ c | ql }}) is distinct from ({{ a | qi }}.first_o -> {{ c | ql }}){% if conflict in ["origin-wins", "target-wins"] %} or {{ a | qi }}.pending{% endif %})) or {% endfor %}false{% else %}{% if conflict in ["origin-wins", "target-wins"] %}{{ a | qi }}.pending or {% endif %}({{ less_delta(a, "cur") }} is distinct from {{ less_delta(a, "first_o") }}
+             and {{ less_delta(a, "cur") }} is distinct from {{ less_delta(a, "img") }}){% endif %}
+{%- endmacro -%}
 {#- The conflict a change of the key makes when this node changed the key too, by the change's shape. -#}
 {%- macro shape_kind(alias) -%}
 case when {{ alias | qi }}.first_op = 'I' then 'insert_exists'
@@ -136,6 +150,40 @@ begin
                       jsonb_array_elements_text(p_changes -> 'ts'), jsonb_array_elements_text(p_changes -> 'resolved'),
                       jsonb_array_elements_text(p_changes -> 'n'))
            as c(s, op, r, o, ts, resolved, n)
+{% if merging %}
+  ), marked as (
+    -- Per change: its key's last delete, with which what the origin did before went{% if versioned %}, and its last
+    -- change that did more than increment delta columns, the one versions decide{% endif %}.
+    select ev.*, max(ev.s) filter (where ev.op = 'D') over (partition by ev.k) as last_d{% if versioned %},
+           max(ev.s) filter (where ev.op <> 'U' or {{ less_delta("ev", "r") }} is distinct from {{ less_delta("ev", "o") }})
+             over (partition by ev.k) as last_v{% endif +%}
+      from ev
+  ), chained as (
+    select m.k, m.op, m.r, m.resolved, m.last_d, first_value(m.op) over w as first_op, first_value(m.o) over w as first_o,
+{% if versioned %}
+           max(m.ts) filter (where m.s = m.last_v) over w as ts, max(m.n) filter (where m.s = m.last_v) over w as n,
+{% else %}
+           m.ts, m.n,
+{% endif %}
+{% for c in delta_columns %}
+           -- The increments since the key's last delete; an insert counts from zero.
+           coalesce(sum(coalesce((m.r ->> {{ c.name | ql }})::{{ c.type }}, 0) - coalesce((m.o ->> {{ c.name | ql }})::{{ c.type }}, 0))
+                      filter (where m.op <> 'D' and m.s > coalesce(m.last_d, 0)) over w, 0) as {{ c.inc | qi }},
+{% endfor %}
+           row_number() over w as pos, count(*) over w as changes
+      from marked as m
+    window w as (partition by m.k order by m.s rows between unbounded preceding and unbounded following)
+  ), batch as (
+    -- Per key: where the origin started (first change) and ended (last change), and whether it
+    -- did more than increment delta columns: then the rule decides the other columns ("renewed":
+    -- all of them, for a row the origin inserted, or sent back as a resolution).
+    select c.k, c.first_op, c.first_o, c.op = 'D' as del, c.r as img, c.ts, c.n, c.resolved,{% for d in delta_columns %} c.{{ d.inc | qi }},{% endfor +%}
+           c.resolved or c.first_op = 'I' or c.last_d is not null as renewed,
+           c.resolved or c.first_op = 'I' or c.last_d is not null
+             or {% if versioned %}c.ts is not null{% else %}{{ less_delta("c", "r") }} is distinct from {{ less_delta("c", "first_o") }}{% endif %} as nchanged
+      from chained as c
+     where c.pos = c.changes
+{% else %}
   ), repeated as (
     -- Whether any key has more than one change, found by hashing: the sort below is for those
     -- batches only.
@@ -154,6 +202,7 @@ begin
                    row_number() over k as pos, count(*) over k as changes
               from ev window k as (partition by ev.k order by ev.s rows between unbounded preceding and unbounded following)) as w
      where w.pos = w.changes and (select r.found from repeated as r)
+{% endif %}
   ), here as materialized (
     -- Materialized: the judgement below reads cur several times, one index probe per key is enough.
     select b.*, (select {{ image("t", columns) }} from {{ table }} as t where ({{ keys("t") }}) = ({{ typed_key("b") }})) as cur{% if not versioned %},
@@ -162,12 +211,26 @@ begin
   ), judged as (
     select h.*, case
 {% if conflict in ["origin-wins", "target-wins"] %}
-        -- This node has a change of the key queued for the origin: the two were concurrent,
-        -- whatever the values. So was a resolution (a row the origin kept, sent back) crossing a
-        -- later change made here: applied, it would overwrite a row the origin is yet to receive.
-        when h.pending then {{ shape_kind("h") }}
+        -- A resolution (a row the origin kept, sent back) crossing a later change of the key made
+        -- here was concurrent with it: applied, it would overwrite a row the origin is yet to get.
+        when h.resolved and h.pending then {{ shape_kind("h") }}
 {% endif %}
         when h.resolved then null
+{% if merging %}
+        -- A row here that the origin did not delete: the rule decides only the columns the
+        -- origin decided; a difference elsewhere (delta columns, or with merge-columns the other
+        -- columns) is merged.
+        when h.cur is not null and not h.del then case
+          when h.nchanged and ({{ decided_conflict("h") }}) then {{ shape_kind("h") }}
+          when (h.first_op = 'I' and h.cur is distinct from h.img) or (h.first_op <> 'I' and h.cur is distinct from h.first_o){% if conflict in ["origin-wins", "target-wins"] %}
+               or h.pending{% endif %} then 'merged'
+        end
+{% endif %}
+{% if conflict in ["origin-wins", "target-wins"] %}
+        -- This node has a change of the key queued for the origin: the two were concurrent,
+        -- whatever the values.
+        when h.pending then {{ shape_kind("h") }}
+{% endif %}
         when h.first_op = 'I' then case when h.cur is not null and h.cur is distinct from h.img then 'insert_exists' end
         when h.cur is null then case when h.first_op = 'U' then 'update_missing' else 'delete_missing' end
         when h.cur is distinct from h.first_o and h.cur is distinct from h.img then
@@ -176,13 +239,17 @@ begin
       from here as h
   ), decided as (
     select j.*, {% if versioned %}v.ts = j.ts and v.origin = p_origin as replayed, {% endif %}case
+{% if merging %}
+        -- Only delta columns incremented: into the row here; a row gone here stays gone.
+        when not j.nchanged and not j.del then j.cur is not null
+{% endif %}
 {% if versioned %}
         -- Versions decide every change, whatever the values: a change whose image happens to
         -- equal this node's row must not stamp its older version over the newer one. No version
         -- here (a row from before add-table, or a key never written): nothing to compare.
         when v.ts is null then true
 {% else %}
-        when j.conflict is null or j.conflict = 'delete_missing' then true
+        when j.conflict is null or j.conflict in ('delete_missing', 'merged') then true
 {% endif %}
 {% if conflict == "error" %}
         -- Not applied; repctl.apply sees the conflict and fails the whole batch.
@@ -221,6 +288,22 @@ begin
     -- Should a writer here insert one of them meanwhile, the batch fails; drain then applies it a
     -- change at a time, and sees that row as a conflict.
     {{ insert_decided(false) }}
+{% if merging %}
+  ), updated as (
+    -- Rows here: delta columns are incremented whoever wins, the others take the origin's values
+    -- where it wins and decided them.
+    update {{ table }} as t set
+{% for c in merge_targets %}
+{% if c.inc %}
+      {{ c.name | qi }} = case when d.{{ c.inc | qi }} = 0 then t.{{ c.name | qi }} else coalesce(t.{{ c.name | qi }}, 0) + d.{{ c.inc | qi }} end{% if not loop.last %},{% endif +%}
+{% else %}
+      {{ c.name | qi }} = case when d.wins and {{ decides("d", c.name) }} then (d.img ->> {{ c.name | ql }})::{{ c.type }} else t.{{ c.name | qi }} end{% if not loop.last %},{% endif +%}
+{% endif %}
+{% endfor %}
+      from decided as d
+     where not d.del and d.cur is not null and ({{ keys("t") }}) = ({{ typed_key("d") }})
+       and ((d.wins and d.nchanged){% for c in delta_columns %} or d.{{ c.inc | qi }} <> 0{% endfor %})
+{% else %}
   ), upserted as (
     {{ insert_decided(true) }}
 {% if update_columns %}
@@ -230,6 +313,7 @@ begin
 {% endfor %}
 {% else %}
   on conflict ({{ keys("") }}) do nothing
+{% endif %}
 {% endif %}
   )
 {% if versioned %}

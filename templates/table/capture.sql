@@ -16,7 +16,10 @@ row({% for c in key_columns %}{{ alias | qi }}.{{ c | qi }}{% if not loop.last %
   insert into repctl.version as v (tbl, k, origin, ts, n)
   select {{ name | ql }}, coalesce(q.r, q.o) - {{ non_key_columns | ql }}::text[], {{ node | ql }},
          {% if conflict_column %}case when q.op = 'D' then q.ts else coalesce((q.r ->> {{ conflict_column | ql }})::timestamptz, q.ts) end{% else %}q.ts{% endif %}, coalesce(q.n, 0)
-    from q where q.peer = (select min(name) from repctl.peer)
+    from q where q.peer = (select min(name) from repctl.peer){% if delta_columns %}
+     -- A change that only increments delta columns has no version: every node adds it up.
+     and (q.op <> 'U' or q.r - {{ delta_columns | map(attribute="name") | list | ql }}::text[]
+                         is distinct from q.o - {{ delta_columns | map(attribute="name") | list | ql }}::text[]){% endif %}
   on conflict (tbl, k) do update set origin = excluded.origin, ts = excluded.ts, n = excluded.n
 {% endif %}
 {%- endmacro -%}
