@@ -1876,15 +1876,15 @@ struct Args {
     /// Print each workload's top statements (pg_stat_statements, track = all) on stderr; slower.
     #[arg(long)]
     profile: bool,
-    /// Add a counter column `bal` that W2 and W5 increment too, replicated plain or as a delta column.
-    #[arg(long, value_enum)]
-    bal: Option<Bal>,
     /// Run the soak instead, for this many minutes: a line a minute on stdout (markdown).
     #[arg(long, value_name = "MINUTES")]
     soak: Option<u32>,
     /// Transactions per second each soak writer offers (0: as fast as it goes).
     #[arg(long, default_value_t = 100)]
     soak_tps: u32,
+    /// Add a counter column `bal` that W2 and W5 increment too, replicated plain or as a delta column.
+    #[arg(long, value_enum)]
+    bal: Option<Bal>,
 }
 
 #[allow(dead_code)]

@@ -150,7 +150,9 @@ fn queue_skip_parks_the_change_a_stopped_pair_is_stopped_at() {
 
     let skipped = json(
         &s,
-        &["queue", "skip", "--from", "local", "--to", "remote", "--json"],
+        &[
+            "queue", "skip", "--from", "local", "--to", "remote", "--json",
+        ],
         0,
     );
     assert_eq!(skipped["seq"], seq);
@@ -234,7 +236,10 @@ fn kill_9_of_run_while_parking_loses_nothing() {
         origin
     );
     assert!(parked.iter().all(|id| id % 25 == 0 && id % 1000 < 600));
-    assert_eq!(parked.len(), origin.iter().filter(|id| *id % 25 == 0).count());
+    assert_eq!(
+        parked.len(),
+        origin.iter().filter(|id| *id % 25 == 0).count()
+    );
     assert_eq!(total_pending(&s), Some(0));
 }
 
@@ -243,7 +248,11 @@ fn kill_9_of_run_while_parking_loses_nothing() {
 #[test]
 fn refused_sync_flush_is_parked_by_run() {
     let s = Setup::pair(Layout::OneCluster);
-    s.replicate_new_table("p", "id bigint primary key, v int", &["--on-apply-error", "park"]);
+    s.replicate_new_table(
+        "p",
+        "id bigint primary key, v int",
+        &["--on-apply-error", "park"],
+    );
     let (local, remote) = (s.node("local"), s.node("remote"));
     remote.exec("alter table p add constraint small check (v < 100)");
     let run = start_run(&s, &[]);

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use repctl::catalog::{Column, Table, TableName};
+use repctl::catalog::{ConflictRule, Mode, OnApplyError, OnPeerFailure};
 use repctl::config::Config;
 use repctl::install::init::{NodeFacts, render_agent, render_init};
-use repctl::catalog::{ConflictRule, Mode, OnApplyError, OnPeerFailure};
 use repctl::install::table::{AddTable, logical_name, render_add, render_remove};
 
 const CONFIG: &str = r#"

@@ -64,5 +64,8 @@ fn run_logs_a_node_going_down_and_its_backlog() {
         log.contains("a -> b: 12000 change(s) queued; delivering"),
         "{log}"
     );
-    assert!(log.contains("a -> b: backlog drained (12000 change(s)"), "{log}");
+    assert!(
+        log.contains("a -> b: backlog drained (12000 change(s)"),
+        "{log}"
+    );
 }

@@ -62,7 +62,9 @@ fn write(mut c: Client, k: u64, tps: u32, stop: &AtomicBool, done: &AtomicU64) -
             let ids: Vec<i64> = (0..10)
                 .map(|_| (base + rng.below(OWN_KEYS)) as i64)
                 .collect();
-            let gone: Vec<i64> = (0..5).map(|_| (base + rng.below(OWN_KEYS)) as i64).collect();
+            let gone: Vec<i64> = (0..5)
+                .map(|_| (base + rng.below(OWN_KEYS)) as i64)
+                .collect();
             let mut tx = c.transaction()?;
             tx.execute(
                 "insert into soak.t select distinct id, $2, 1, 'batch' from unnest($1::bigint[]) id
@@ -254,7 +256,14 @@ pub fn soak(repctl: &[std::ffi::OsString], minutes: u32, tps: u32) -> Result<()>
     let text = std::fs::read_to_string(&log)?;
     let warnings = text.lines().filter(|l| l.contains("WARN")).count();
     eprintln!("soak: run logged {warnings} warning(s); last lines:");
-    for l in text.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev() {
+    for l in text
+        .lines()
+        .rev()
+        .take(5)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
         eprintln!("  {l}");
     }
     // The mesh converges once the writers stop: `repctl verify` after a drain.

@@ -222,7 +222,8 @@ fn isolate_refused(
 /// (a table or function missing there, a timeout), which parking would only pile up.
 fn parkable(e: &postgres::error::DbError) -> bool {
     let class = &e.code().code()[..2];
-    let config = e.message().starts_with("repctl: ") && !e.message().starts_with("repctl: conflict");
+    let config =
+        e.message().starts_with("repctl: ") && !e.message().starts_with("repctl: conflict");
     matches!(class, "22" | "23" | "27" | "44" | "P0") && !config
 }
 

@@ -74,7 +74,12 @@ pub fn render(m: &Metrics) -> String {
         m.pairs
             .iter()
             .filter(|p| p.pending.is_some())
-            .map(|p| (label(&p.from, &p.to), f64::from(u8::from(p.stopped.is_some()))))
+            .map(|p| {
+                (
+                    label(&p.from, &p.to),
+                    f64::from(u8::from(p.stopped.is_some())),
+                )
+            })
             .collect(),
     );
     family(

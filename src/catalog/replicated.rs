@@ -116,8 +116,8 @@ pub struct Replicated {
 }
 
 const SELECT: &str = "select name, nsp::text as nsp, rel::text as rel, columns, key_columns, where_clause, mode,
-        on_peer_failure, on_apply_error, conflict, conflict_column, coalesce(node_priority, '{}') as node_priority,
-        delta_columns, merge_columns
+        on_peer_failure, on_apply_error, conflict, conflict_column, coalesce(node_priority, '{}') as node_priority, delta_columns,
+        merge_columns
    from repctl.tables";
 
 impl Replicated {

@@ -2,9 +2,9 @@ use anyhow::{Context, Result};
 
 use super::output::install_or_print;
 use crate::catalog::TableName;
+use crate::catalog::{ConflictRule, Mode, OnApplyError, OnPeerFailure};
 use crate::config::Config;
 use crate::install::init;
-use crate::catalog::{ConflictRule, Mode, OnApplyError, OnPeerFailure};
 use crate::install::table;
 
 /// Change a replicated table's settings on every node (re-renders its triggers and functions); also adds it on nodes new to the config.

@@ -76,9 +76,9 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
             println!("{t}");
         }
         let Some(secs) = args.watch else {
-            let pending = pairs.iter().any(|p| {
-                p.pending.is_some_and(|n| n > 0) || p.parked.is_some_and(|n| n > 0)
-            });
+            let pending = pairs
+                .iter()
+                .any(|p| p.pending.is_some_and(|n| n > 0) || p.parked.is_some_and(|n| n > 0));
             return Ok(if pending || !unreachable.is_empty() {
                 super::EXIT_DIFFERENT
             } else {

@@ -209,7 +209,15 @@ fn list(
         print_json(&all)?;
     } else {
         let mut t = table([
-            "from", "to", "seq", "op", "at", "change", "error", "parked", "discarded",
+            "from",
+            "to",
+            "seq",
+            "op",
+            "at",
+            "change",
+            "error",
+            "parked",
+            "discarded",
         ]);
         for p in &all {
             t.row([
@@ -277,8 +285,7 @@ fn select(
     }
     let mut counts = Vec::new();
     for (node, c) in clients.iter_mut() {
-        let n = act(c, sel.to.as_deref(), sel.seq)
-            .with_context(|| format!("node {node}"))?;
+        let n = act(c, sel.to.as_deref(), sel.seq).with_context(|| format!("node {node}"))?;
         counts.push(serde_json::json!({"from": node, "count": n}));
         if !sel.json {
             println!("node {node}: {n} parked change(s) {done}");

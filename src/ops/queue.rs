@@ -233,12 +233,7 @@ pub fn retry(origin: &mut Client, peer: Option<&str>, seq: Option<i64>) -> Resul
 /// (the session's role, and `by`);
 /// they are never sent and stay listed (`queue parked --discarded`) until the retention prunes
 /// them. How many.
-pub fn discard(
-    origin: &mut Client,
-    peer: Option<&str>,
-    seq: Option<i64>,
-    by: &str,
-) -> Result<u64> {
+pub fn discard(origin: &mut Client, peer: Option<&str>, seq: Option<i64>, by: &str) -> Result<u64> {
     Ok(origin.execute(
         "update repctl.parked set discarded_at = clock_timestamp(), discarded_by = session_user || ' (' || $3 || ')'
           where discarded_at is null and ($1::text is null or peer = $1) and ($2::bigint is null or seq = $2)",

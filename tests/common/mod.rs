@@ -197,25 +197,6 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// Takes a node's database down (no new connection is allowed, repctl's are ended) or back
-    /// up; the test's own sessions stay, as a writer's would on a node cut off from its peers.
-    pub fn set_down(&self, name: &str, down: bool) {
-        let n = self.node(name);
-        n.with_cluster(|c| {
-            c.execute_admin(
-                "postgres",
-                &format!(
-                    "alter database {db} with allow_connections {allow};
-                     select pg_terminate_backend(pid) from pg_stat_activity
-                      where datname = '{db}' and application_name like 'repctl%';",
-                    db = n.db,
-                    allow = !down
-                ),
-            )
-        })
-        .expect("set the node down or up");
-    }
-
     /// Two nodes named `local` and `remote`, in the given layout, on the shared clusters.
     pub fn pair(layout: Layout) -> Setup {
         let (a, b) = shared();
