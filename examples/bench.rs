@@ -87,6 +87,23 @@ create trigger capture_row after insert or update or delete on bench.t for each 
 create trigger capture_row after insert or update or delete on bench.w5 for each row execute function bench.capture_row();
 ";
 
+/// The seed's triggers on both nodes (see the file).
+const SEED_TRIGGER_DDL: &str = include_str!("bench_seed.sql");
+
+/// The seed's foreign server `dst` on the origin, reaching the peer over TCP as the replication's
+/// application_name, and its user mapping (the bench's superuser, trust authentication).
+fn seed_server_ddl(peer: &Cluster, db: &str) -> String {
+    let lit = |v: &str| format!("'{}'", v.replace('\'', "''"));
+    format!(
+        "revoke all on pg_user_mappings from public;
+         create server dst foreign data wrapper dblink_fdw options (host '127.0.0.1', port {}, dbname {}, \
+           options '-c application_name=aaa_bbb_digoal');
+         create user mapping for postgres server dst options (user 'postgres');",
+        lit(&peer.port().to_string()),
+        lit(db)
+    )
+}
+
 /// How changes reach the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum Delivery {
@@ -108,11 +125,15 @@ pub enum Delivery {
     /// statement, the design set-based capture replaces (one PL/pgSQL call and one queue insert
     /// per row). Measures capture cost only.
     RowTrigger,
+    /// The seed's design: a per-row trigger sends each row to the peer with dblink_exec before
+    /// the local commit (`examples/bench_seed.sql`). Issue 15's baseline.
+    Seed,
 }
 
 impl Delivery {
-    pub const ALL: [Delivery; 7] = [
+    pub const ALL: [Delivery; 8] = [
         Delivery::None,
+        Delivery::Seed,
         Delivery::Native,
         Delivery::NativeSync,
         Delivery::Sync,
@@ -135,6 +156,7 @@ impl Delivery {
             Delivery::AsyncDrain => "repctl async + drain",
             Delivery::AsyncRun => "repctl async + run",
             Delivery::RowTrigger => "row-trigger capture (no delivery)",
+            Delivery::Seed => "the seed's row trigger + dblink_exec",
         }
     }
 
@@ -147,6 +169,7 @@ impl Delivery {
             Delivery::AsyncDrain => "drain",
             Delivery::AsyncRun => "run",
             Delivery::RowTrigger => "rowtrig",
+            Delivery::Seed => "seed",
         }
     }
 
@@ -154,7 +177,11 @@ impl Delivery {
         match self {
             Delivery::Sync => Some("sync"),
             Delivery::AsyncDrain | Delivery::AsyncRun => Some("async"),
-            Delivery::None | Delivery::Native | Delivery::NativeSync | Delivery::RowTrigger => None,
+            Delivery::None
+            | Delivery::Native
+            | Delivery::NativeSync
+            | Delivery::RowTrigger
+            | Delivery::Seed => None,
         }
     }
 }
@@ -178,7 +205,8 @@ pub struct Sizes {
     /// Rows in W5's table.
     pub w5_rows: i64,
     pub w5_seconds: u32,
-    pub w5_clients: u32,
+    /// W5 runs once per client count, fewest first.
+    pub w5_clients: Vec<u32>,
     pub verify_rows: i64,
     pub runs: usize,
     /// How long the peer may take to become equal before the bench gives up.
@@ -192,7 +220,7 @@ impl Scale {
                 bulk: [100, 1_000],
                 w5_rows: 500,
                 w5_seconds: 1,
-                w5_clients: 4,
+                w5_clients: vec![1, 4],
                 verify_rows: 10_000,
                 runs: 1,
                 timeout: Duration::from_secs(60),
@@ -201,7 +229,7 @@ impl Scale {
                 bulk: [2_000, 20_000],
                 w5_rows: 2_000,
                 w5_seconds: 3,
-                w5_clients: 4,
+                w5_clients: vec![1, 4],
                 verify_rows: 100_000,
                 runs: 1,
                 timeout: Duration::from_secs(300),
@@ -210,7 +238,7 @@ impl Scale {
                 bulk: [10_000, 100_000],
                 w5_rows: 10_000,
                 w5_seconds: 10,
-                w5_clients: 4,
+                w5_clients: vec![1, 4],
                 verify_rows: 1_000_000,
                 runs: 5,
                 timeout: Duration::from_secs(900),
@@ -288,7 +316,7 @@ impl Workload {
             Workload::W2 => format!("W2 update {} rows", thousands(n)),
             Workload::W3 => format!("W3 delete {} of {} rows", thousands(n / 10), thousands(n)),
             Workload::W4 => format!("W4 truncate {} rows", thousands(n - n / 10)),
-            Workload::W5 => "W5 single-row updates".into(),
+            Workload::W5 => format!("W5 single-row updates, {n} client(s)"),
         }
     }
 }
@@ -315,13 +343,15 @@ pub struct Sample {
     pub run: usize,
     pub delivery: Delivery,
     pub workload: Workload,
-    /// The sequence's N (W1-W4) or W5's table size.
+    /// The sequence's N (W1-W4) or W5's number of pgbench clients.
     pub n: i64,
     /// W1-W4: write seconds (statement + commit); W5: transactions per second.
     pub value: f64,
     /// Seconds from the commit (W5: from pgbench's end) until the peer was equal.
     pub lag: Option<f64>,
     pub drain: Option<DrainSample>,
+    /// W5: transaction latency percentiles p50 and p99 in ms, from pgbench's log.
+    pub latency: Option<(f64, f64)>,
     /// Sync mode only: changes the commit left queued (the flush gave up on the peer); the bench
     /// drained them, so `lag` includes that drain.
     pub fell_back: i64,
@@ -440,17 +470,22 @@ pub fn run(opts: &Opts) -> Result<Report> {
             let mut env = ctx.setup(d, run)?;
             let result = (|| -> Result<()> {
                 if !opts.skip.contains(&Part::Tps) {
-                    let s = ctx.w5(&mut env, run)?;
-                    log(&format!(
-                        "run {}/{} {:<22} {}: {:.0} tps, peer equal {}",
-                        run + 1,
-                        opts.sizes.runs,
-                        d.label(),
-                        Workload::W5.describe(s.n),
-                        s.value,
-                        s.lag.map_or("-".into(), |l| format!("+{l:.3} s")),
-                    ));
-                    samples.push(s);
+                    ctx.w5_fill(&mut env)?;
+                    for &clients in &opts.sizes.w5_clients {
+                        let s = ctx.w5(&mut env, run, clients)?;
+                        log(&format!(
+                            "run {}/{} {:<22} {}: {:.0} tps, latency p50/p99 {}, peer equal {}",
+                            run + 1,
+                            opts.sizes.runs,
+                            d.label(),
+                            Workload::W5.describe(s.n),
+                            s.value,
+                            s.latency
+                                .map_or("-".into(), |(p50, p99)| format!("{p50:.3}/{p99:.3} ms")),
+                            s.lag.map_or("-".into(), |l| format!("+{l:.3} s")),
+                        ));
+                        samples.push(s);
+                    }
                 }
                 if !opts.skip.contains(&Part::Bulk) {
                     for n in opts.sizes.bulk {
@@ -771,6 +806,14 @@ impl<'a> Ctx<'a> {
             self.peer
                 .execute_admin(&db, "create extension pg_stat_statements")?;
         }
+        if d == Delivery::Seed {
+            for c in [origin, self.peer] {
+                c.execute_admin(&db, SEED_TRIGGER_DDL)?;
+            }
+            origin.execute_admin(&db, &seed_server_ddl(self.peer, &db))?;
+            env.peer = Some(self.peer.connect(&db)?);
+            return Ok(env);
+        }
         if native {
             origin.execute_admin(
                 &db,
@@ -1068,43 +1111,51 @@ impl<'a> Ctx<'a> {
             n,
             value: write,
             lag: (!env.delivery.origin_only()).then(|| committed.elapsed().as_secs_f64()),
+            latency: None,
             drain,
             fell_back,
         })
     }
 
-    /// W5: fill the table (delivered, untimed), pgbench for a fixed time, then the peer's catch-up.
-    fn w5(&self, env: &mut Env, run: usize) -> Result<Sample> {
+    /// W5's table, filled and delivered (untimed).
+    fn w5_fill(&self, env: &mut Env) -> Result<()> {
         let rows = self.opts.sizes.w5_rows;
         env.writer.batch_execute(&format!(
             "insert into bench.w5 select generate_series(1, {rows}), 'k', 'w5', now(), now()"
         ))?;
         let want = checksum(&mut env.writer, "bench.w5")?;
         self.deliver(env)?;
-        self.wait_equal(env, "bench.w5", want)?;
+        self.wait_equal(env, "bench.w5", want)
+    }
 
+    /// W5 with `clients` pgbench clients for a fixed time, then the peer's catch-up.
+    fn w5(&self, env: &mut Env, run: usize, clients: u32) -> Result<Sample> {
+        let rows = self.opts.sizes.w5_rows;
         let script = self.work.path().join("w5.sql");
         std::fs::write(&script, w5_script(rows, self.opts.bal.is_some()))?;
         self.profile_reset(env)?;
-        let tps = pgbench(
+        let logs = tempfile::tempdir_in(self.work.path())?;
+        let (tps, latency) = pgbench(
             env.origin,
             &env.origin_db,
             &script,
-            self.opts.sizes.w5_clients,
+            clients,
             self.opts.sizes.w5_seconds,
+            logs.path(),
         )?;
         let ended = Instant::now();
         let (drain, fell_back) = self.deliver(env)?;
         let want = checksum(&mut env.writer, "bench.w5")?;
         self.wait_equal(env, "bench.w5", want)?;
-        self.profile_report(env, &Workload::W5.describe(rows))?;
+        self.profile_report(env, &Workload::W5.describe(i64::from(clients)))?;
         Ok(Sample {
             run,
             delivery: env.delivery,
             workload: Workload::W5,
-            n: rows,
+            n: i64::from(clients),
             value: tps,
             lag: (!env.delivery.origin_only()).then(|| ended.elapsed().as_secs_f64()),
+            latency: Some(latency),
             drain,
             fell_back,
         })
@@ -1226,8 +1277,16 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// pgbench on the origin's socket; returns TPS (without initial connection time).
-fn pgbench(cluster: &Cluster, db: &str, script: &Path, clients: u32, seconds: u32) -> Result<f64> {
+/// pgbench on the origin's socket; returns TPS (without initial connection time) and the p50 and
+/// p99 transaction latency in ms, from its per-transaction log (written under `logs`).
+fn pgbench(
+    cluster: &Cluster,
+    db: &str,
+    script: &Path,
+    clients: u32,
+    seconds: u32,
+    logs: &Path,
+) -> Result<(f64, (f64, f64))> {
     let exe = repctl::cluster::pg_bindir()?.join("pgbench");
     let mut cmd = Command::new(&exe);
     cmd.args(["-n", "-M", "prepared", "-c", &clients.to_string()])
@@ -1237,6 +1296,8 @@ fn pgbench(cluster: &Cluster, db: &str, script: &Path, clients: u32, seconds: u3
             "-T",
             &seconds.to_string(),
         ])
+        .arg("-l")
+        .arg(format!("--log-prefix={}", logs.join("w5").display()))
         .arg("-f")
         .arg(script)
         .arg("-h")
@@ -1263,12 +1324,33 @@ fn pgbench(cluster: &Cluster, db: &str, script: &Path, clients: u32, seconds: u3
     {
         bail!("pgbench: failed transactions: {failed}\n{stdout}");
     }
-    stdout
+    let tps = stdout
         .lines()
         .find_map(|l| l.strip_prefix("tps = "))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow!("no tps in pgbench output:\n{stdout}"))
+        .ok_or_else(|| anyhow!("no tps in pgbench output:\n{stdout}"))?;
+    // One line per transaction: client, transaction, latency in µs, script, epoch s, µs.
+    let mut latencies = vec![];
+    for file in std::fs::read_dir(logs)? {
+        for line in std::fs::read_to_string(file?.path())?.lines() {
+            if let Some(us) = line
+                .split_whitespace()
+                .nth(2)
+                .and_then(|v| v.parse::<f64>().ok())
+            {
+                latencies.push(us / 1000.0);
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Ok((tps, (at(0.5), at(0.99))))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1301,14 +1383,47 @@ impl Report {
 
     /// Median, over runs, of this delivery's value divided by no replication's in the same run.
     pub fn ratio(&self, d: Delivery, w: Workload, n: i64) -> Option<f64> {
+        self.ratio_to(d, Delivery::None, w, n)
+    }
+
+    /// Median, over runs, of this delivery's value divided by `base`'s in the same run.
+    pub fn ratio_to(&self, d: Delivery, base: Delivery, w: Workload, n: i64) -> Option<f64> {
+        self.paired(d, base, w, n, |s, b| s.value / b.value)
+    }
+
+    /// Median, over runs, of `f` of this delivery's sample and `base`'s in the same run.
+    fn paired(
+        &self,
+        d: Delivery,
+        base: Delivery,
+        w: Workload,
+        n: i64,
+        f: impl Fn(&Sample, &Sample) -> f64,
+    ) -> Option<f64> {
         median(
             self.find(d, w, n)
-                .filter_map(|s| {
-                    let base = self.find(Delivery::None, w, n).find(|b| b.run == s.run)?;
-                    Some(s.value / base.value)
-                })
+                .filter_map(|s| Some(f(s, self.find(base, w, n).find(|b| b.run == s.run)?)))
                 .collect(),
         )
+    }
+
+    /// W5 with `clients`: median p50 and p99 latency (ms), and the same over no replication's
+    /// in the same run (what replication adds to a commit).
+    pub fn latency(&self, d: Delivery, clients: i64) -> Option<[f64; 4]> {
+        let pick = |s: &Sample, i: usize| s.latency.map_or(f64::NAN, |l| [l.0, l.1][i]);
+        let abs = |i| {
+            median(
+                self.find(d, Workload::W5, clients)
+                    .map(|s| pick(s, i))
+                    .collect(),
+            )
+        };
+        let added = |i| {
+            self.paired(d, Delivery::None, Workload::W5, clients, |s, b| {
+                pick(s, i) - pick(b, i)
+            })
+        };
+        Some([abs(0)?, abs(1)?, added(0)?, added(1)?])
     }
 
     pub fn lag(&self, d: Delivery, w: Workload, n: i64) -> Option<f64> {
@@ -1354,6 +1469,7 @@ impl Report {
             self.sizes.runs,
             self.seconds
         );
+        self.targets_markdown(&mut md);
         let _ = writeln!(md, "| | |\n|---|---|");
         for (k, v) in &self.machine {
             let _ = writeln!(md, "| {k} | {v} |");
@@ -1421,32 +1537,58 @@ impl Report {
         }
 
         if self.samples.iter().any(|s| s.workload == Workload::W5) {
-            let rows = self.sizes.w5_rows;
+            let clients = &self.sizes.w5_clients;
+            let (fewest, most) = (
+                i64::from(clients[0]),
+                i64::from(*clients.last().unwrap_or(&1)),
+            );
             let _ = writeln!(
                 md,
-                "### W5: single-row transactions, {} pgbench clients, {} s\n\n\
-                 Each transaction updates one random row of {} (`pgbench -M prepared`); peer equal = \
-                 from pgbench's end until the peer matches (async + drain: the drain of the backlog).\n",
-                self.sizes.w5_clients,
+                "### W5: single-row transactions, {} s per client count\n\n\
+                 Each transaction updates one random row of {} (`pgbench -M prepared`); × = TPS over \
+                 that of the delivery named, same run; latency from pgbench's per-transaction log, \
+                 {fewest} client(s), and in parentheses what it adds to no replication's; peer equal = \
+                 from pgbench's end ({most} clients) until the peer matches (async + drain: the \
+                 drain of the backlog).\n",
                 self.sizes.w5_seconds,
-                thousands(rows)
+                thousands(self.sizes.w5_rows)
             );
+            let mut head = String::from("| delivery |");
+            let mut rule = String::from("|---|");
+            for c in clients {
+                let _ = write!(head, " TPS, {c} cl. | × seed | × remote_apply |");
+                rule.push_str("--:|--:|--:|");
+            }
             let _ = writeln!(
                 md,
-                "| delivery | TPS | × no repl. | peer equal after the run, s |\n|---|--:|--:|--:|"
+                "{head} × no repl. ({most} cl.) | latency p50 ms | p99 ms | peer equal after the run, s |\n{rule}--:|--:|--:|--:|"
             );
+            let ratio = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}"));
             for &d in &self.deliveries {
-                let Some(v) = self.value(d, Workload::W5, rows) else {
+                if self.value(d, Workload::W5, most).is_none() {
                     continue;
-                };
+                }
+                let mut row = format!("| {} |", d.label());
+                for &c in clients {
+                    let c = i64::from(c);
+                    let _ = write!(
+                        row,
+                        " {}{} | {} | {} |",
+                        self.value(d, Workload::W5, c)
+                            .map_or("-".into(), |v| format!("{v:.0}")),
+                        self.fell_back_mark(d, Workload::W5, c),
+                        ratio(self.ratio_to(d, Delivery::Seed, Workload::W5, c)),
+                        ratio(self.ratio_to(d, Delivery::NativeSync, Workload::W5, c)),
+                    );
+                }
+                let lat = self.latency(d, fewest);
                 let _ = writeln!(
                     md,
-                    "| {} | {v:.0}{} | {} | {} |",
-                    d.label(),
-                    self.fell_back_mark(d, Workload::W5, rows),
-                    self.ratio(d, Workload::W5, rows)
-                        .map_or("-".into(), |r| format!("{r:.2}")),
-                    self.lag(d, Workload::W5, rows).map_or("-".into(), secs),
+                    "{row} {} | {} | {} | {} |",
+                    ratio(self.ratio(d, Workload::W5, most)),
+                    lat.map_or("-".into(), |l| format!("{:.3} (+{:.3})", l[0], l[2])),
+                    lat.map_or("-".into(), |l| format!("{:.3} (+{:.3})", l[1], l[3])),
+                    self.lag(d, Workload::W5, most).map_or("-".into(), secs),
                 );
             }
             md.push_str(&self.fell_back_note(true));
@@ -1458,7 +1600,10 @@ impl Report {
             (Workload::W2, big),
             (Workload::W3, big),
             (Workload::W4, big),
-            (Workload::W5, self.sizes.w5_rows),
+            (
+                Workload::W5,
+                i64::from(*self.sizes.w5_clients.last().unwrap_or(&1)),
+            ),
         ]
         .into_iter()
         .filter_map(|(w, n)| Some((w.describe(n), self.drain(w, n)?)))
@@ -1516,11 +1661,18 @@ impl Report {
             );
         }
 
+        md
+    }
+
+    /// The targets tables, per issue, the first thing a reader sees.
+    fn targets_markdown(&self, md: &mut String) {
         let targets = self.targets();
-        if !targets.is_empty() {
+        let mut issues: Vec<u32> = targets.iter().map(|t| t.issue).collect();
+        issues.dedup();
+        for issue in issues {
             let _ = writeln!(
                 md,
-                "### Targets (issue 5){}\n",
+                "### Targets (issue {issue}){}\n",
                 if self.scale == Scale::Full {
                     ""
                 } else {
@@ -1528,7 +1680,7 @@ impl Report {
                 }
             );
             let _ = writeln!(md, "| target | measured | met |\n|---|---|---|");
-            for t in targets {
+            for t in targets.iter().filter(|t| t.issue == issue) {
                 let _ = writeln!(
                     md,
                     "| {} | {} | {} |",
@@ -1537,13 +1689,12 @@ impl Report {
                     match t.met {
                         Some(true) => "yes",
                         Some(false) => "**no**",
-                        None => "not measured",
+                        None => "-",
                     }
                 );
             }
             md.push('\n');
         }
-        md
     }
 
     /// " †k/n" when the sync commit left changes queued in k of n runs.
@@ -1578,15 +1729,82 @@ impl Report {
             .map_or(String::new(), |r| format!(" ({}: {r:.2}×)", d.label()))
     }
 
+    /// Issue 15's targets: sync mode against the seed's design and native `remote_apply`.
+    fn sync_targets(&self) -> Vec<Target> {
+        let mut out = vec![];
+        if !self.has(Delivery::Sync) || !self.has(Delivery::Seed) {
+            return out;
+        }
+        let x = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}×"));
+        for &c in &self.sizes.w5_clients {
+            let c = i64::from(c);
+            let seed = self.ratio_to(Delivery::Sync, Delivery::Seed, Workload::W5, c);
+            let native = self.ratio_to(Delivery::Sync, Delivery::NativeSync, Workload::W5, c);
+            out.push(Target {
+                issue: 15,
+                what: format!("sync: W5 TPS, {c} client(s), ≥ 1.0× the seed's (required)"),
+                measured: x(seed),
+                met: seed.map(|r| r >= 1.0),
+            });
+            out.push(Target {
+                issue: 15,
+                what: format!("sync: W5 TPS, {c} client(s), ≥ 1.0× native remote_apply's (goal)"),
+                measured: x(native),
+                met: native.map(|r| r >= 1.0),
+            });
+        }
+        // The slowest of W1-W3 against the seed's write time.
+        let slowest = self
+            .sizes
+            .bulk
+            .iter()
+            .flat_map(|&n| [Workload::W1, Workload::W2, Workload::W3].map(|w| (w, n)))
+            .filter_map(|(w, n)| {
+                Some((
+                    self.ratio_to(Delivery::Sync, Delivery::Seed, w, n)?,
+                    w.describe(n),
+                ))
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        out.push(Target {
+            issue: 15,
+            what: "sync: W1–W3 write time never above the seed's".into(),
+            measured: slowest.as_ref().map_or("-".into(), |(r, w)| {
+                format!("at most {r:.2}× the seed's ({w})")
+            }),
+            met: slowest.map(|(r, _)| r <= 1.0),
+        });
+        let fewest = i64::from(self.sizes.w5_clients[0]);
+        let added = |d: Delivery| {
+            self.latency(d, fewest)
+                .map_or(format!("{}: -", d.label()), |l| {
+                    format!("{} +{:.3} / +{:.3} ms", d.label(), l[2], l[3])
+                })
+        };
+        out.push(Target {
+            issue: 15,
+            what: format!("a commit's added latency, {fewest} client(s), p50 / p99 (reported)"),
+            measured: [Delivery::Sync, Delivery::Seed, Delivery::NativeSync]
+                .into_iter()
+                .filter(|d| self.has(*d))
+                .map(added)
+                .collect::<Vec<_>>()
+                .join("; "),
+            met: None,
+        });
+        out
+    }
+
     /// The issue's targets, evaluated on this report.
     pub fn targets(&self) -> Vec<Target> {
         let [small, big] = self.sizes.bulk;
-        let w5 = self.sizes.w5_rows;
-        let mut out = vec![];
+        let w5 = i64::from(*self.sizes.w5_clients.last().unwrap_or(&1));
+        let mut out = self.sync_targets();
         let ratio_target =
             |d: Delivery, w: Workload, n: i64, what: String, ok: &dyn Fn(f64) -> bool| {
                 let r = self.ratio(d, w, n);
                 Target {
+                    issue: 5,
                     what,
                     measured: r.map_or("-".into(), |r| format!("{r:.2}×")),
                     met: r.map(ok),
@@ -1640,6 +1858,7 @@ impl Report {
         }
         if let Some((rps, changes, _)) = self.drain(Workload::W1, big) {
             out.push(Target {
+                issue: 5,
                 what: format!(
                     "drain ≥ 100,000 rows/s ({} queued inserts)",
                     thousands(changes)
@@ -1650,6 +1869,7 @@ impl Report {
         }
         if let Some(r) = self.verify_ratio() {
             out.push(Target {
+                issue: 5,
                 what: format!(
                     "verify of {} rows ≤ 2× count(*) on each node",
                     thousands(self.verify[0].rows)
@@ -1664,6 +1884,7 @@ impl Report {
             let run_lag = self.lag(Delivery::AsyncRun, Workload::W1, big);
             let run_tps = self.ratio(Delivery::AsyncRun, Workload::W5, w5);
             out.push(Target {
+                issue: 5,
                 what: format!(
                     "run: W1 {} rows on the peer no later than native (native: {})",
                     thousands(big),
@@ -1673,6 +1894,7 @@ impl Report {
                 met: run_lag.zip(native_lag).map(|(r, n)| r <= n),
             });
             out.push(Target {
+                issue: 5,
                 what: format!(
                     "run: W5 TPS ≥ native's (native: {})",
                     native_tps.map_or("-".into(), |r| format!("{r:.2}×"))
@@ -1687,9 +1909,11 @@ impl Report {
 
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// The issue that set it.
+    pub issue: u32,
     pub what: String,
     pub measured: String,
-    /// None when not measured.
+    /// None when not measured, or only reported.
     pub met: Option<bool>,
 }
 

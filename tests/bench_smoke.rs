@@ -17,6 +17,7 @@ fn bench_runs_at_tiny_size() {
     assert!(report.deliveries.contains(&Delivery::Native));
     assert!(report.deliveries.contains(&Delivery::Sync));
     assert!(report.deliveries.contains(&Delivery::AsyncDrain));
+    assert!(report.deliveries.contains(&Delivery::Seed));
     let [small, big] = report.sizes.bulk;
     for &d in &report.deliveries {
         for n in [small, big] {
@@ -34,8 +35,15 @@ fn bench_runs_at_tiny_size() {
                 );
             }
         }
-        let tps = report.value(d, Workload::W5, report.sizes.w5_rows);
-        assert!(tps.is_some_and(|t| t > 0.0), "{d:?} W5: {tps:?}");
+        for &clients in &report.sizes.w5_clients {
+            let tps = report.value(d, Workload::W5, i64::from(clients));
+            assert!(tps.is_some_and(|t| t > 0.0), "{d:?} W5 {clients}: {tps:?}");
+            let latency = report.latency(d, i64::from(clients));
+            assert!(
+                latency.is_some_and(|l| l[0] > 0.0 && l[1] >= l[0]),
+                "{d:?} W5 {clients}: latency {latency:?}"
+            );
+        }
     }
     let drain = report.drain(Workload::W1, big).expect("drain measured");
     assert_eq!(drain.1, big, "the drain delivered the queued inserts");
@@ -49,10 +57,17 @@ fn bench_runs_at_tiny_size() {
         "### W5",
         "### Drain",
         "### verify",
-        "### Targets",
+        "### Targets (issue 15)",
+        "### Targets (issue 5)",
     ] {
         assert!(md.contains(heading), "{heading} missing from:\n{md}");
     }
+    // The targets lead.
+    assert!(
+        md.find("### Targets") < md.find("### W1"),
+        "targets first:\n{md}"
+    );
+    assert!(md.contains("the seed's row trigger + dblink_exec"), "{md}");
     assert!(
         md.contains("PostgreSQL 15") || md.contains("PostgreSQL 1"),
         "{md}"
