@@ -271,14 +271,19 @@ fn origin_wins_and_target_wins_keep_the_losers_increment() {
 /// fails the check on the peer, and the pair stops at that change, naming it.
 #[test]
 fn two_nodes_spending_the_last_unit_stop_at_the_check() {
-    let s = accounts(&["a", "b"], &["--mode", "async", "--conflict", "last-write-wins"]);
+    let s = accounts(
+        &["a", "b"],
+        &["--mode", "async", "--conflict", "last-write-wins"],
+    );
     for n in &s.nodes {
         n.exec("alter table acct add constraint acct_nonneg check (bal >= 0)");
     }
     s.node("a").exec("update acct set bal = 1 where id = 6");
     drain_all(&s);
-    s.node("a").exec("update acct set bal = bal - 1 where id = 6");
-    s.node("b").exec("update acct set bal = bal - 1 where id = 6");
+    s.node("a")
+        .exec("update acct set bal = bal - 1 where id = 6");
+    s.node("b")
+        .exec("update acct set bal = bal - 1 where id = 6");
     let out = s.repctl_ok(&["drain"], 1);
     assert!(out.contains("acct_nonneg"), "{out}");
 }

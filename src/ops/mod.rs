@@ -39,7 +39,11 @@ pub fn replicated_tables(clients: &mut [(String, Option<Client>)]) -> Result<BTr
         if crate::db::installed_version(client)?.is_none() {
             continue;
         }
-        names.extend(Replicated::all(client, node)?.into_iter().map(|t| t.logical));
+        names.extend(
+            Replicated::all(client, node)?
+                .into_iter()
+                .map(|t| t.logical),
+        );
     }
     Ok(names)
 }

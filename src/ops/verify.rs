@@ -81,7 +81,10 @@ pub fn describe(client: &mut Client, node: &str, logical: &str) -> Result<Descri
         .query_one("select current_setting('server_version_num')::int4", &[])?
         .get(0);
     let rows = client
-        .query(DESCRIBE_COLUMNS, &[&table.local.schema, &table.local.table, &table.columns])
+        .query(
+            DESCRIBE_COLUMNS,
+            &[&table.local.schema, &table.local.table, &table.columns],
+        )
         .with_context(|| format!("node {node}: reading the column types of {logical}"))?;
     if rows.len() != table.columns.len() {
         anyhow::bail!(
