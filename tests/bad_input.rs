@@ -222,7 +222,10 @@ fn pairwise_rules_need_two_nodes() {
             n.name
         );
     }
-    let e = err(&s, &["alter-table", "public.t", "--conflict", "origin-wins"]);
+    let e = err(
+        &s,
+        &["alter-table", "public.t", "--conflict", "origin-wins"],
+    );
     assert!(e.contains("converges only between two nodes"), "{e}");
 }
 

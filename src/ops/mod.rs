@@ -2,6 +2,7 @@
 
 pub mod conflicts;
 pub mod diff;
+pub mod drift;
 pub mod lag;
 pub mod repair;
 pub mod status;
@@ -37,7 +38,11 @@ pub fn replicated_tables(clients: &mut [(String, Option<Client>)]) -> Result<BTr
         if crate::db::installed_version(client)?.is_none() {
             continue;
         }
-        names.extend(Replicated::all(client, node)?.into_iter().map(|t| t.logical));
+        names.extend(
+            Replicated::all(client, node)?
+                .into_iter()
+                .map(|t| t.logical),
+        );
     }
     Ok(names)
 }

@@ -196,7 +196,9 @@ impl Repair<'_> {
                     let line = if done.contains(key) {
                         format!(
                             "node {}: {}: {}d {key}",
-                            side.node, side.table.logical, p.kind.as_str()
+                            side.node,
+                            side.table.logical,
+                            p.kind.as_str()
                         )
                     } else {
                         counts.skipped += 1;

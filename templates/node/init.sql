@@ -15,5 +15,6 @@ revoke all on pg_catalog.pg_user_mappings from public;
 {% include "node/reachability.sql" %}
 {% include "node/flush.sql" %}
 {% include "node/apply.sql" %}
+{% include "node/ddl_guard.sql" %}
 {% include "node/privileges.sql" %}
 {% include "node/peers.sql" %}
