@@ -102,6 +102,8 @@ fn verify_queries() {
             conflict: repctl::catalog::ConflictRule::OriginWins,
             conflict_column: None,
             node_priority: Vec::new(),
+            history: Default::default(),
+            table_columns: None,
             delta: vec![],
             merge_columns: false,
         },

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use repctl::catalog::{Column, Table, TableName};
-use repctl::catalog::{ConflictRule, Mode, OnApplyError, OnPeerFailure};
+use repctl::catalog::{ConflictRule, History, Mode, OnApplyError, OnPeerFailure};
 use repctl::config::Config;
 use repctl::install::init::{NodeFacts, render_agent, render_init};
 use repctl::install::table::{AddTable, logical_name, render_add, render_remove};
@@ -90,6 +90,7 @@ fn seed_table(schema: &str, table: &str) -> Table {
         ],
         key: vec!["pk1".into(), "pk2".into()],
         owner: schema.into(),
+        defaults: Default::default(),
     }
 }
 
@@ -114,6 +115,8 @@ fn request(mode: Mode, where_clause: Option<&str>) -> AddTable {
         conflict: ConflictRule::OriginWins,
         conflict_column: None,
         node_priority: vec![],
+        history: Default::default(),
+        key: None,
         delta: vec![],
         merge_columns: false,
     }
@@ -125,6 +128,24 @@ fn add_table_sync_seed_mapping() {
     let t = seed_table("remote", "rmt_test");
     let sql = render_add("remote", &logical_name(&req.name), &t, &t.columns, &req).unwrap();
     insta::assert_snapshot!("add_table_sync_remote", sql);
+}
+
+/// After alter-table --ddl renamed, dropped and added columns: images queued before are reshaped,
+/// merged with this node's row, and a new row takes the added column's default.
+#[test]
+fn add_table_after_schema_changes() {
+    let mut req = request(Mode::Sync, None);
+    req.history = History {
+        former: BTreeMap::from([
+            ("old_info".into(), Some("info".into())),
+            ("gone".into(), None),
+        ]),
+        added: vec!["mod_time".into()],
+    };
+    let mut t = seed_table("local", "loc_test");
+    t.defaults.insert("mod_time".into(), "now()".into());
+    let sql = render_add("local", &logical_name(&req.name), &t, &t.columns, &req).unwrap();
+    insta::assert_snapshot!("add_table_after_schema_changes", sql);
 }
 
 #[test]
@@ -180,6 +201,7 @@ fn add_table_odd_names_key_only_identity() {
         ],
         key: vec!["d".into(), "s".into()],
         owner: "Owner \"O\"".into(),
+        defaults: Default::default(),
     };
     let req = AddTable {
         name: t.name.clone(),
@@ -192,6 +214,8 @@ fn add_table_odd_names_key_only_identity() {
         conflict: ConflictRule::Error,
         conflict_column: None,
         node_priority: vec![],
+        history: Default::default(),
+        key: None,
         delta: vec![],
         merge_columns: false,
     };

@@ -512,6 +512,7 @@ fn a_dedicated_agent_owns_repctl() {
                 "repctl.arm_flush",
                 "repctl.capture",
                 "repctl.check_peer",
+                "repctl.ddl_guard",
                 "repctl.flush",
                 "repctl.try_connect"
             ],

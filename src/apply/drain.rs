@@ -60,7 +60,7 @@ pub fn settle_applied(
     )?)
 }
 
-fn pending(origin: &mut Client, peer: &str) -> Result<i64> {
+pub fn pending(origin: &mut Client, peer: &str) -> Result<i64> {
     Ok(origin
         .query_one(
             "select count(*) from repctl.queue where peer = $1",

@@ -1,11 +1,15 @@
 //! Catalog inspection: what a table looks like on one node.
 
+pub mod history;
 pub mod ident;
 pub mod replicated;
+
+use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
 use postgres::Client;
 
+pub use history::History;
 pub use ident::TableName;
 pub use replicated::{ConflictRule, Mode, OnApplyError, OnPeerFailure, Replicated};
 
@@ -28,23 +32,33 @@ pub struct Table {
     pub key: Vec<String>,
     /// The table's owner: the apply function writes the table with this role's rights.
     pub owner: String,
+    /// Column name to its default expression (`pg_get_expr`, qualified as for search_path = pg_catalog).
+    pub defaults: BTreeMap<String, String>,
 }
 
-/// Reads a table's columns and primary key; errors name the node and the table.
-pub fn inspect(client: &mut Client, node: &str, name: &TableName) -> Result<Table> {
+/// Reads a table's columns and its key: the primary key, or `key` (add-table --key), which a
+/// unique index over NOT NULL columns must back. Errors name the node and the table.
+pub fn inspect(
+    client: &mut Client,
+    node: &str,
+    name: &TableName,
+    key: Option<&[String]>,
+) -> Result<Table> {
     let mut tx = client.transaction()?;
     // Generated functions run with search_path = pg_catalog, so type names must be qualified the way
     // format_type qualifies them there.
     tx.query_one("select set_config('search_path', 'pg_catalog', true)", &[])?;
-    let table = inspect_in(&mut tx, node, name)?;
+    let table = inspect_in(&mut tx, node, name, key)?;
     tx.commit()?;
     Ok(table)
 }
 
-fn inspect_in(
+/// As [`inspect`], inside a transaction whose search_path is pinned to pg_catalog.
+pub fn inspect_in(
     client: &mut postgres::Transaction<'_>,
     node: &str,
     name: &TableName,
+    key: Option<&[String]>,
 ) -> Result<Table> {
     let row = client
         .query_opt(
@@ -82,7 +96,10 @@ fn inspect_in(
             identity_always: r.get(2),
         })
         .collect();
-    let key: Vec<String> = client
+    if let Some(key) = key {
+        check_key(client, node, name, oid, key)?;
+    }
+    let primary: Vec<String> = client
         .query(
             "select a.attname::text
                from pg_index i
@@ -95,9 +112,21 @@ fn inspect_in(
         .iter()
         .map(|r| r.get(0))
         .collect();
+    let defaults = client
+        .query(
+            "select a.attname::text, pg_get_expr(d.adbin, d.adrelid)
+               from pg_attrdef d join pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum
+              where d.adrelid = $1 and a.attgenerated = ''",
+            &[&oid],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let key = key.map_or(primary, <[String]>::to_vec);
     if key.is_empty() {
         bail!(
-            "node {node}: table {name} has no primary key; repctl identifies rows by it (add one: alter table {} add primary key (...))",
+            "node {node}: table {name} has no primary key; repctl identifies rows by it (add one: alter table {} add primary key (...), \
+             or name the NOT NULL columns of a unique index with --key COL[,COL])",
             name.sql()
         );
     }
@@ -106,5 +135,61 @@ fn inspect_in(
         columns,
         key,
         owner,
+        defaults,
     })
+}
+
+/// `key` must be NOT NULL columns over which a unique index (not partial, not on expressions, not
+/// deferrable) is built: the apply's `ON CONFLICT` infers that index, as `REPLICA IDENTITY USING
+/// INDEX` needs one.
+fn check_key(
+    client: &mut postgres::Transaction<'_>,
+    node: &str,
+    name: &TableName,
+    oid: u32,
+    key: &[String],
+) -> Result<()> {
+    for c in key {
+        let not_null: Option<bool> = client
+            .query_opt(
+                "select attnotnull from pg_attribute where attrelid = $1 and attname = $2 and attnum > 0 and not attisdropped",
+                &[&oid, c],
+            )?
+            .map(|r| r.get(0));
+        match not_null {
+            None => bail!("node {node}: --key names {c:?}, which is not a column of {name}"),
+            Some(false) => bail!(
+                "node {node}: --key column {c:?} of {name} may be null; key columns must be NOT NULL \
+                 (alter table {} alter column {} set not null)",
+                name.sql(),
+                crate::render::quote_ident(c)
+            ),
+            Some(true) => {}
+        }
+    }
+    let indexed: bool = client
+        .query_one(
+            "select exists (select from pg_index i
+                             where i.indrelid = $1 and i.indisunique and i.indimmediate and i.indpred is null
+                               and i.indexprs is null and i.indnkeyatts = cardinality($2::text[])
+                               and (select array_agg(a.attname::text order by a.attname)
+                                      from unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) as k(attnum)
+                                      join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum)
+                                   = (select array_agg(c order by c) from unnest($2::text[]) as c))",
+            &[&oid, &key],
+        )?
+        .get(0);
+    if !indexed {
+        bail!(
+            "node {node}: no unique index of {name} is over exactly ({}); --key needs one, not partial nor \
+             deferrable (create unique index on {} ({}))",
+            key.join(", "),
+            name.sql(),
+            key.iter()
+                .map(|c| crate::render::quote_ident(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
 }

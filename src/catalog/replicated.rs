@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use postgres::{GenericClient, Row};
 
-use super::TableName;
+use super::{History, TableName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -109,6 +109,11 @@ pub struct Replicated {
     pub conflict: ConflictRule,
     pub conflict_column: Option<String>,
     pub node_priority: Vec<String>,
+    /// What earlier schema changes (alter-table --ddl) left images queued before them with.
+    pub history: History,
+    /// Every column the table had when repctl last installed it, replicated or not (None before
+    /// this was recorded): a column not in it was added since.
+    pub table_columns: Option<Vec<String>>,
     /// Numeric columns applied as increments (`--delta`).
     pub delta: Vec<String>,
     /// An update applies only the columns it changed (`--merge-columns`).
@@ -117,7 +122,7 @@ pub struct Replicated {
 
 const SELECT: &str = "select name, nsp::text as nsp, rel::text as rel, columns, key_columns, where_clause, mode,
         on_peer_failure, on_apply_error, conflict, conflict_column, coalesce(node_priority, '{}') as node_priority, delta_columns,
-        merge_columns
+        merge_columns, former_columns::text as former_columns, added_columns, table_columns
    from repctl.tables";
 
 impl Replicated {
@@ -205,6 +210,8 @@ impl Replicated {
             )?,
             conflict_column: r.get("conflict_column"),
             node_priority: r.get("node_priority"),
+            history: History::parse(r.get("former_columns"), r.get("added_columns")),
+            table_columns: r.get("table_columns"),
             delta: r.get("delta_columns"),
             merge_columns: r.get("merge_columns"),
             logical,

@@ -25,6 +25,10 @@ pub struct Args {
     /// they are; double-quote a name holding a comma ("a,b", quotes doubled inside).
     #[arg(long, value_name = "COLUMNS")]
     columns: Option<String>,
+    /// Identify rows by these columns instead of the primary key (a table without one): NOT
+    /// NULL columns over which a unique index is built, as REPLICA IDENTITY USING INDEX.
+    #[arg(long, value_name = "COL[,COL]")]
+    key: Option<String>,
     /// Replicate only rows matching this SQL condition over the table's columns.
     #[arg(long = "where", value_name = "SQL")]
     where_clause: Option<String>,
@@ -91,6 +95,8 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         }),
         conflict_column: args.conflict_column,
         node_priority: args.node_priority,
+        history: Default::default(),
+        key: args.key.as_deref().map(parse_column_list).transpose()?,
         delta: args.delta,
         merge_columns: args.merge_columns,
     };

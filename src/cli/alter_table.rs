@@ -2,10 +2,11 @@ use anyhow::{Context, Result};
 
 use super::output::install_or_print;
 use crate::catalog::TableName;
+use crate::catalog::ident::parse_column_list;
 use crate::catalog::{ConflictRule, Mode, OnApplyError, OnPeerFailure};
 use crate::config::Config;
-use crate::install::init;
 use crate::install::table;
+use crate::install::{init, schema};
 
 /// Change a replicated table's settings on every node (re-renders its triggers and functions); also adds it on nodes new to the config.
 #[derive(Debug, clap::Args)]
@@ -30,6 +31,10 @@ pub struct Args {
     /// With node-priority: nodes, highest priority first, comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
     node_priority: Option<Vec<String>>,
+    /// Replicate these columns from now on (must include the primary key), comma-separated, as
+    /// add-table's --columns; every node must have them, with the same types.
+    #[arg(long, value_name = "COLUMNS", conflicts_with = "ddl")]
+    columns: Option<String>,
     /// Numeric columns applied as increments from now on, comma-separated (`--delta ''`: none).
     #[arg(long, value_delimiter = ',', value_name = "COL,...")]
     delta: Option<Vec<String>>,
@@ -39,7 +44,18 @@ pub struct Args {
     /// For a node that does not replicate the table yet (just added to the config): the table to use there.
     #[arg(long = "map", value_name = "NODE=SCHEMA.TABLE")]
     map: Vec<String>,
-    /// Print the SQL each node would run and change nothing.
+    /// Change the table's schema on every node: the ALTER TABLE actions, written without
+    /// `ALTER TABLE name` (repctl puts each node's own table, as --map names it, in front), e.g.
+    /// 'add column z int default 7', 'drop column w', 'rename column v to v2',
+    /// 'alter column w type bigint using w::bigint'. The table's capture and apply functions are
+    /// re-rendered in the same transaction per node; writers wait for the statement's lock, none
+    /// fails. Changes queued before still apply: a dropped column's value is ignored, a renamed
+    /// one goes to the new name, a column added since keeps the peer's value (an insert takes
+    /// the peer's default), a retyped one is cast from its text form. Every node must be reachable.
+    #[arg(long, value_name = "ACTIONS")]
+    ddl: Option<String>,
+    /// Print the SQL each node would run and change nothing (with --ddl: the statement runs
+    /// and is rolled back, to show the plan per node).
     #[arg(long)]
     dry_run: bool,
 }
@@ -54,6 +70,9 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
             .with_context(|| format!("--map {m:?}: write NODE=SCHEMA.TABLE"))?;
         config.node(node)?;
         req.map.insert(node.to_string(), TableName::parse(table)?);
+    }
+    if let Some(c) = &args.columns {
+        req.columns = Some(parse_column_list(c)?);
     }
     if let Some(mode) = args.mode {
         req.mode = mode;
@@ -82,6 +101,9 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     if let Some(m) = args.merge_columns {
         req.merge_columns = m;
     }
+    if let Some(ddl) = &args.ddl {
+        return with_ddl(config, &mut clients, &req, ddl, args.dry_run);
+    }
     let scripts = table::add_scripts(&mut clients, &req, true)?;
     install_or_print(&mut clients, &scripts, args.dry_run, |_| {
         format!(
@@ -102,4 +124,40 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
             }
         )
     })
+}
+
+fn with_ddl(
+    config: &Config,
+    clients: &mut [(String, postgres::Client)],
+    req: &table::AddTable,
+    ddl: &str,
+    dry_run: bool,
+) -> Result<u8> {
+    let (next, plans) = schema::alter_with_ddl(clients, req, ddl, dry_run)?;
+    for p in &plans {
+        if dry_run {
+            println!("-- ===== node {} =====", p.node);
+            println!("begin;\n{};", p.statement);
+            for c in &p.changes {
+                println!("-- {c}");
+            }
+            print!("{}", p.script);
+            println!("commit;");
+        } else {
+            println!("node {}: {}", p.node, p.statement);
+            for c in &p.changes {
+                println!("node {}: {c}", p.node);
+            }
+        }
+    }
+    if dry_run {
+        return Ok(super::EXIT_OK);
+    }
+    println!(
+        "{} now replicates columns {}",
+        req.name,
+        next.columns.unwrap_or_default().join(", ")
+    );
+    // A synchronous flush that met the schema lock left its changes queued; deliver them.
+    super::drain::run(config, super::drain::Args::queued_now())
 }

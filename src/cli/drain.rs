@@ -23,6 +23,23 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Only what each pair has queued when its drain starts (writers may go on queueing).
+    #[arg(skip)]
+    queued_only: bool,
+}
+
+impl Args {
+    /// Every pair, what it has queued now, as a table.
+    pub fn queued_now() -> Args {
+        Args {
+            limit: None,
+            from: None,
+            to: None,
+            batch_size: drain::DEFAULT_BATCH,
+            json: false,
+            queued_only: true,
+        }
+    }
 }
 
 /// Exit 0 when everything asked was delivered, 1 when a peer failed and changes are left, 2 on error.
@@ -47,16 +64,23 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
             let report = match drain::pair_clients(&mut clients, i, j) {
                 Some((origin, peer)) => {
                     let mut bar = Bar::counting("changes");
-                    drain::drain_pair(
-                        origin,
-                        peer,
-                        &from,
-                        &to,
-                        args.limit,
-                        args.batch_size,
-                        &mut bar,
-                    )
-                    .unwrap_or_else(|e| failed(&from, &to, format!("{e:#}")))
+                    let limit = match args.queued_only {
+                        true => drain::pending(origin, &to).map(Some),
+                        false => Ok(args.limit),
+                    };
+                    limit
+                        .and_then(|limit| {
+                            drain::drain_pair(
+                                origin,
+                                peer,
+                                &from,
+                                &to,
+                                limit,
+                                args.batch_size,
+                                &mut bar,
+                            )
+                        })
+                        .unwrap_or_else(|e| failed(&from, &to, format!("{e:#}")))
                 }
                 // The cause names the node: a refused login says why, in the server's words.
                 None => failed(

@@ -4,7 +4,7 @@ use super::output::{connect_reachable, or_dash, print_json, table};
 use crate::config::Config;
 use crate::ops::status;
 
-/// Show nodes (reachable, versions), replicated tables per node, and whether installed objects are complete.
+/// Show nodes (reachable, versions), replicated tables per node, whether installed objects are complete, and schema drift.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Print JSON instead of tables.
@@ -70,6 +70,22 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
                 ]);
             }
             println!("{pairs}\n(see `repctl queue`)");
+        }
+        let mut drift = table(["table", "nodes", "schema drift", "fix"]);
+        let mut any = false;
+        for t in &s.tables {
+            for d in &t.drift {
+                any = true;
+                drift.row([
+                    t.table.clone(),
+                    d.nodes.join(", "),
+                    d.problem.clone(),
+                    d.fix.clone(),
+                ]);
+            }
+        }
+        if any {
+            println!("{drift}");
         }
     }
     Ok(if s.complete {

@@ -55,6 +55,8 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         for r in &reports {
             for n in &r.nodes {
                 let state = match (&n.error, r.equal) {
+                    // Rows compare only within one shape: the schema is the difference.
+                    _ if !r.schema.is_empty() => "SCHEMA DIFFERS (see below)".into(),
                     (Some(e), _) => e.clone(),
                     (None, true) => "equal".into(),
                     (None, false) if r.pending > 0 => format!(
@@ -74,6 +76,17 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
             }
         }
         println!("{t}");
+        for r in &reports {
+            for d in &r.schema {
+                println!(
+                    "{}: schema differs on {}: {}; fix: {}",
+                    r.table,
+                    d.nodes.join(", "),
+                    d.problem,
+                    d.fix
+                );
+            }
+        }
         if reports.is_empty() {
             println!("no replicated tables");
         }

@@ -6,6 +6,7 @@
 pub mod condition;
 pub mod copy;
 pub mod init;
+pub mod schema;
 pub mod table;
 
 use anyhow::{Context, Result};
@@ -65,6 +66,12 @@ pub fn run_scripts(clients: &mut [(String, Client)], scripts: &[Script]) -> Resu
         })?;
         open.push((name.clone(), tx));
     }
+    commit_in_order(open)
+}
+
+/// Commits each node's open transaction, node after node; a failed commit rolls back the rest and
+/// says which nodes had committed.
+pub fn commit_in_order(open: Vec<(String, postgres::Transaction<'_>)>) -> Result<()> {
     let mut committed: Vec<String> = Vec::new();
     let mut open = open.into_iter();
     while let Some((name, tx)) = open.next() {

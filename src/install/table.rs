@@ -9,7 +9,7 @@ use postgres::Client;
 
 use super::Script;
 use crate::catalog::{
-    self, Column, ConflictRule, Mode, OnApplyError, OnPeerFailure, Replicated, Table, TableName,
+    self, Column, ConflictRule, History, Mode, OnApplyError, OnPeerFailure, Replicated, Table, TableName,
 };
 use crate::db;
 use crate::render::{self, names, safe};
@@ -30,6 +30,10 @@ pub struct AddTable {
     pub conflict_column: Option<String>,
     /// For node-priority: node names, highest priority first.
     pub node_priority: Vec<String>,
+    /// What earlier schema changes (alter-table --ddl) left images queued before them with.
+    pub history: History,
+    /// The key columns when they are not the primary key (--key): a unique index's, NOT NULL.
+    pub key: Option<Vec<String>>,
     /// Numeric columns applied as increments (counters, balances), whatever the rule.
     pub delta: Vec<String>,
     /// An update applies only the columns it changed.
@@ -67,6 +71,8 @@ pub fn stored_request(clients: &mut [(String, Client)], name: &TableName) -> Res
             conflict: stored.conflict,
             conflict_column: stored.conflict_column,
             node_priority: stored.node_priority,
+            history: stored.history,
+            key: Some(stored.key),
             delta: stored.delta,
             merge_columns: stored.merge_columns,
         });
@@ -107,7 +113,7 @@ pub fn add_scripts(
         db::require_installed(client, node)?;
         let local = req.local_name(node);
         let stored = Replicated::load(client, node, &logical)?;
-        let table = catalog::inspect(client, node, local)?;
+        let table = catalog::inspect(client, node, local, req.key.as_deref())?;
         let table = select_columns(table, req.columns.as_deref(), node)?;
         // An add-table cut off between nodes' commits is finished by running it again; anything
         // else already replicated is a mistake.
@@ -144,7 +150,8 @@ pub fn add_scripts(
         }
         tables.push(table);
     }
-    check_same_shape(clients, &tables)?;
+    let nodes: Vec<String> = clients.iter().map(|(n, _)| n.clone()).collect();
+    check_same_shape(&nodes, &tables)?;
     let reference = &tables[0];
     clients
         .iter()
@@ -254,7 +261,11 @@ fn check_delta(node: &str, table: &Table, req: &AddTable) -> Result<()> {
     Ok(())
 }
 
-fn select_columns(mut table: Table, wanted: Option<&[String]>, node: &str) -> Result<Table> {
+pub(super) fn select_columns(
+    mut table: Table,
+    wanted: Option<&[String]>,
+    node: &str,
+) -> Result<Table> {
     let Some(wanted) = wanted else {
         return Ok(table);
     };
@@ -278,8 +289,9 @@ fn select_columns(mut table: Table, wanted: Option<&[String]>, node: &str) -> Re
     Ok(table)
 }
 
-/// Every node must replicate the same columns with the same types and the same key.
-fn check_same_shape(clients: &[(String, Client)], tables: &[Table]) -> Result<()> {
+/// Every node (`nodes`, in the order of `tables`) must replicate the same columns with the same
+/// types and the same key.
+pub(super) fn check_same_shape(nodes: &[String], tables: &[Table]) -> Result<()> {
     let first = &tables[0];
     let sorted = |t: &Table| {
         let mut cols: Vec<(String, String)> = t
@@ -290,12 +302,12 @@ fn check_same_shape(clients: &[(String, Client)], tables: &[Table]) -> Result<()
         cols.sort();
         cols
     };
-    for ((node, _), t) in clients.iter().zip(tables).skip(1) {
+    for (node, t) in nodes.iter().zip(tables).skip(1) {
         if t.key != first.key {
             bail!(
                 "primary keys differ: {} on node {} has ({}), {} on node {node} has ({})",
                 first.name,
-                clients[0].0,
+                nodes[0],
                 first.key.join(", "),
                 t.name,
                 t.key.join(", ")
@@ -316,10 +328,10 @@ fn check_same_shape(clients: &[(String, Client)], tables: &[Table]) -> Result<()
             bail!(
                 "columns differ between node {} ({}) and node {node} ({}): only on {}: [{}]; only on {node}: [{}] \
                  (align the tables, or replicate the common columns with --columns)",
-                clients[0].0,
+                nodes[0],
                 first.name,
                 t.name,
-                clients[0].0,
+                nodes[0],
                 only_a.join(", "),
                 only_b.join(", ")
             );
@@ -386,6 +398,34 @@ pub fn render_add(
         .filter(|c| !table.key.contains(c))
         .cloned()
         .collect();
+    // Images queued before a schema change may still carry former names: a key is what is left
+    // when every other name is taken away.
+    let former_names: Vec<String> = req.history.former.keys().cloned().collect();
+    let non_key_columns: Vec<String> = update_columns
+        .iter()
+        .chain(&former_names)
+        .cloned()
+        .collect();
+    let renames: Vec<Value> = req
+        .history
+        .former
+        .iter()
+        .filter_map(|(old, new)| new.as_ref().map(|new| context! { old, new }))
+        .collect();
+    // Only columns added since images were queued may be missing from one: they take the default.
+    let with_defaults: Vec<Value> = columns
+        .iter()
+        .map(|c| {
+            let default = req
+                .history
+                .added
+                .contains(&c.name)
+                .then(|| table.defaults.get(&c.name))
+                .flatten()
+                .map(|d| safe(d.clone()));
+            context! { name => c.name.clone(), type => safe(c.type_sql.clone()), default }
+        })
+        .collect();
     let key_columns: Vec<Column> = table
         .key
         .iter()
@@ -424,8 +464,13 @@ pub fn render_add(
             table_owner => table.owner.clone(),
             nsp => table.name.schema.clone(),
             rel => table.name.table.clone(),
-            columns => column_values(columns),
+            columns => with_defaults,
             column_names => names_taken.clone(),
+            column_types => columns.iter().map(|c| c.type_sql.clone()).collect::<Vec<_>>(),
+            former_names,
+            renames,
+            former_json => serde_json::to_string(&req.history.former)?,
+            added => req.history.added.clone(),
             key_columns => table.key.clone(),
             update_columns => update_columns.clone(),
             overriding => table.columns.iter().any(|c| c.identity_always),
@@ -436,7 +481,7 @@ pub fn render_add(
             capture_fn => names::capture_fn(logical),
             apply_fn => names::apply_fn(logical),
             key_column_types => column_values(&key_columns),
-            non_key_columns => update_columns.clone(),
+            non_key_columns,
             conflict => req.conflict.as_str(),
             conflict_column => req.conflict_column.clone(),
             node_priority => req.node_priority.clone(),

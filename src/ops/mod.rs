@@ -2,6 +2,7 @@
 
 pub mod conflicts;
 pub mod diff;
+pub mod drift;
 pub mod lag;
 pub mod prune;
 pub mod queue;

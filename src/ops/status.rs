@@ -6,6 +6,7 @@ use anyhow::Result;
 use postgres::Client;
 use serde::Serialize;
 
+use super::drift::{Drift, table_drift};
 use super::replicated_tables;
 use crate::catalog::Replicated;
 use crate::config::Config;
@@ -38,6 +39,8 @@ pub struct TableStatus {
     pub complete: bool,
     /// Node name to the conflicts it recorded for this table (see `repctl conflicts`).
     pub conflicts: BTreeMap<String, i64>,
+    /// Schema differences across nodes and with what repctl replicates, each with its fix.
+    pub drift: Vec<Drift>,
 }
 
 /// A pair with changes its peer refused: parked, or the one it is stopped at.
@@ -116,6 +119,7 @@ pub fn status(
             missing: BTreeMap::new(),
             complete: true,
             conflicts: BTreeMap::new(),
+            drift: Vec::new(),
         };
         for (name, client) in clients.iter_mut() {
             let Some(client) = client else {
@@ -155,6 +159,8 @@ pub fn status(
                 }
             }
         }
+        t.drift = table_drift(clients, &logical)?;
+        t.complete &= t.drift.is_empty();
         tables.push(t);
     }
     let complete = nodes.iter().all(|n| n.reachable && n.missing.is_empty())

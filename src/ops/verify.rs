@@ -244,6 +244,8 @@ pub struct TableReport {
     /// Changes of the table still queued on any node: a difference may only be them in transit.
     pub pending: i64,
     pub nodes: Vec<NodeSum>,
+    /// Schema differences (see `repctl status`): rows then differ, or cannot be compared, for it.
+    pub schema: Vec<super::drift::Drift>,
 }
 
 /// Checksums every replicated table (or the one named) on every node.
@@ -299,15 +301,18 @@ pub fn verify(
             }
         }
         let first = &nodes[0];
-        let equal = nodes
-            .iter()
-            .all(|n| n.error.is_none() && (n.rows, n.hash) == (first.rows, first.hash));
+        let schema = super::drift::table_drift(clients, logical)?;
+        let equal = schema.is_empty()
+            && nodes
+                .iter()
+                .all(|n| n.error.is_none() && (n.rows, n.hash) == (first.rows, first.hash));
         reports.push(TableReport {
             table: logical.clone(),
             equal,
             mode,
             pending,
             nodes,
+            schema,
         });
     }
     Ok(reports)
@@ -368,6 +373,8 @@ mod tests {
                 conflict: crate::catalog::ConflictRule::OriginWins,
                 conflict_column: None,
                 node_priority: Vec::new(),
+                history: Default::default(),
+                table_columns: None,
                 delta: vec![],
                 merge_columns: false,
             },

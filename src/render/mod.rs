@@ -21,6 +21,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/node/init.sql"),
     ),
     (
+        "node/ddl_guard.sql",
+        include_str!("../../templates/node/ddl_guard.sql"),
+    ),
+    (
         "node/catalog.sql",
         include_str!("../../templates/node/catalog.sql"),
     ),

@@ -73,6 +73,8 @@ begin
   end if;
   -- Marks this transaction as replication so the capture triggers do not send the changes back.
   perform set_config({{ applying_setting | ql }}, 'on', true);
+  -- Waits for a schema change in progress here (alter-table --ddl), and then sees it whole.
+  lock table repctl.schema_lock in access share mode;
   for v_segment in
     select p_changes -> 't' ->> 0 as tbl, false as trunc, 1::bigint as lo, jsonb_array_length(p_changes -> 't')::bigint as hi,
            true as whole
@@ -87,7 +89,8 @@ begin
      where not v_single
      order by lo
   loop
-    select t.apply_fn, t.conflict, array(select c from unnest(t.columns) c where c <> all (t.key_columns)) as nonkey,
+    select t.apply_fn, t.conflict, array(select c from unnest(t.columns || array(select jsonb_object_keys(t.former_columns))) c
+                 where c <> all (t.key_columns)) as nonkey,
            t.delta_columns, t.merge_columns, cardinality(t.delta_columns) > 0 or t.merge_columns as merging,
            array(select c from unnest(t.columns) c where c <> all (t.key_columns) and c <> all (t.delta_columns)) as plain,
            (select p.prosecdef from pg_proc p where p.proname = t.apply_fn and p.pronamespace = 'repctl'::regnamespace) as definer

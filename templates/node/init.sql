@@ -17,5 +17,6 @@ revoke all on pg_catalog.pg_user_mappings from public;
 {% include "node/apply.sql" %}
 {% include "node/park.sql" %}
 {% include "node/prune.sql" %}
+{% include "node/ddl_guard.sql" %}
 {% include "node/privileges.sql" %}
 {% include "node/peers.sql" %}

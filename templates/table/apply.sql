@@ -12,9 +12,15 @@
 {%- macro insert_into() -%}
     insert into {{ table }} as t ({% for c in columns %}{{ c.name | qi }}{% if not loop.last %}, {% endif %}{% endfor %}){% if overriding %} overriding system value{% endif %}
 {%- endmacro -%}
+{#- A column added by alter-table --ddl that an image from before lacks takes its default here. -#}
 {%- macro insert_rows(alias, image) -%}
 {{ insert_into() }}
-  select {% for c in columns %}({{ alias | qi }}.{{ image | qi }} ->> {{ c.name | ql }})::{{ c.type }}{% if not loop.last %}, {% endif %}{% endfor +%}
+  select {% for c in columns %}{% if c.default %}case when {{ alias | qi }}.{{ image | qi }} ? {{ c.name | ql }} then ({{ alias | qi }}.{{ image | qi }} ->> {{ c.name | ql }})::{{ c.type }} else {{ c.default }} end{% else %}({{ alias | qi }}.{{ image | qi }} ->> {{ c.name | ql }})::{{ c.type }}{% endif %}{% if not loop.last %}, {% endif %}{% endfor +%}
+{%- endmacro -%}
+{#- An image queued before alter-table --ddl renamed or dropped columns, in today's shape: renamed
+    columns under their new names, dropped ones left out (a delete's new image is json null). -#}
+{%- macro reshaped(alias, image) -%}
+{% if former_names %}case when jsonb_typeof({{ alias | qi }}.{{ image | qi }}) = 'object' then ({{ alias | qi }}.{{ image | qi }} - {{ former_names | ql }}::text[]){% for f in renames %} || case when {{ alias | qi }}.{{ image | qi }} ? {{ f.old | ql }} then jsonb_build_object({{ f.new | ql }}, {{ alias | qi }}.{{ image | qi }} -> {{ f.old | ql }}) else '{}' end{% endfor %} else {{ alias | qi }}.{{ image | qi }} end{% else %}{{ alias | qi }}.{{ image | qi }}{% endif %}
 {%- endmacro -%}
 {%- macro insert_values(alias) -%}
 {{ insert_into() }}
@@ -123,7 +129,7 @@ begin
     -- delete of it must win), or with a change queued here for the origin (a concurrent one).
     begin
       {{ insert_rows("e", "r") }}
-        from jsonb_array_elements(p_changes -> 'r') as e(r);
+        from {% if former_names %}(select {{ reshaped("e", "r") }} as r from jsonb_array_elements(p_changes -> 'r') as e(r)) as e{% else %}jsonb_array_elements(p_changes -> 'r') as e(r){% endif %};
       v_inserted := true;
     exception when unique_violation then
       null;
@@ -142,7 +148,7 @@ begin
   end if;
   return query
   with ev as (
-    select c.s::bigint as s, c.op, c.r, c.o, c.resolved::boolean as resolved, c.n::integer as n,
+    select c.s::bigint as s, c.op, {{ reshaped("c", "r") }} as r, {{ reshaped("c", "o") }} as o, c.resolved::boolean as resolved, c.n::integer as n,
            {{ version_ts("c") }} as ts,
            case when c.op = 'D' then c.o else c.r end - {{ non_key_columns | ql }}::text[] as k
       from rows from (jsonb_array_elements_text(p_changes -> 's'), jsonb_array_elements_text(p_changes -> 'op'),
@@ -208,6 +214,15 @@ begin
     select b.*, (select {{ image("t", columns) }} from {{ table }} as t where ({{ keys("t") }}) = ({{ typed_key("b") }})) as cur{% if not versioned %},
            coalesce(p_versions @> jsonb_build_array(b.k), false) as pending{% endif %}
       from batch as b
+{% if added %}
+  ), merged as (
+    -- An image from before alter-table --ddl added columns lacks them: this node's row keeps its
+    -- values there (a new row takes the defaults, see insert_rows).
+    select h.k, h.first_op, case when jsonb_typeof(h.first_o) = 'object' then coalesce(h.cur, '{}') || h.first_o else h.first_o end as first_o,
+           h.del, case when jsonb_typeof(h.img) = 'object' then coalesce(h.cur, '{}') || h.img else h.img end as img, h.ts, h.n, h.resolved,
+           h.cur{% if not versioned %}, h.pending{% endif %}
+      from here as h
+{% endif %}
   ), judged as (
     select h.*, case
 {% if conflict in ["origin-wins", "target-wins"] %}
@@ -236,7 +251,7 @@ begin
         when h.cur is distinct from h.first_o and h.cur is distinct from h.img then
           case when h.first_op = 'U' then 'update_differs' else 'delete_differs' end
       end as conflict
-      from here as h
+      from {% if added %}merged{% else %}here{% endif %} as h
   ), decided as (
     select j.*, {% if versioned %}v.ts = j.ts and v.origin = p_origin as replayed, {% endif %}case
 {% if merging %}

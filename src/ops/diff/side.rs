@@ -40,7 +40,7 @@ impl TableOn {
         db::require_installed(client, node)?;
         let stored = Replicated::require(client, node, logical)?;
         let name = stored.local;
-        let inspected = catalog::inspect(client, node, &name)?;
+        let inspected = catalog::inspect(client, node, &name, Some(&stored.key))?;
         let find = |wanted: &String| {
             inspected
                 .columns
