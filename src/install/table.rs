@@ -9,7 +9,8 @@ use postgres::Client;
 
 use super::Script;
 use crate::catalog::{
-    self, Column, ConflictRule, History, Mode, OnApplyError, OnPeerFailure, Replicated, Table, TableName,
+    self, Column, ConflictRule, History, Mode, OnApplyError, OnPeerFailure, Replicated, Table,
+    TableName,
 };
 use crate::db;
 use crate::render::{self, names, safe};
