@@ -106,6 +106,8 @@ fn verify_queries() {
             table_columns: None,
             delta: vec![],
             merge_columns: false,
+            interleave_sequences: false,
+            append_only: false,
         },
         version: 150000,
         columns: hashed_columns(),

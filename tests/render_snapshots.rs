@@ -119,6 +119,8 @@ fn request(mode: Mode, where_clause: Option<&str>) -> AddTable {
         key: None,
         delta: vec![],
         merge_columns: false,
+        interleave_sequences: false,
+        append_only: false,
     }
 }
 
@@ -218,6 +220,8 @@ fn add_table_odd_names_key_only_identity() {
         key: None,
         delta: vec![],
         merge_columns: false,
+        interleave_sequences: false,
+        append_only: false,
     };
     let sql = render_add("n'1", &logical_name(&req.name), &t, &t.columns, &req).unwrap();
     insta::assert_snapshot!("add_table_odd_names", sql);

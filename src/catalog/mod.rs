@@ -3,6 +3,7 @@
 pub mod history;
 pub mod ident;
 pub mod replicated;
+pub mod sequences;
 
 use std::collections::BTreeMap;
 

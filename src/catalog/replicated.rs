@@ -118,11 +118,16 @@ pub struct Replicated {
     pub delta: Vec<String>,
     /// An update applies only the columns it changed (`--merge-columns`).
     pub merge_columns: bool,
+    /// The key columns' sequences are interleaved across nodes (`--interleave-sequences`).
+    pub interleave_sequences: bool,
+    /// No key: inserts replicate, updates, deletes and truncates are refused (`--append-only`).
+    pub append_only: bool,
 }
 
 const SELECT: &str = "select name, nsp::text as nsp, rel::text as rel, columns, key_columns, where_clause, mode,
         on_peer_failure, on_apply_error, conflict, conflict_column, coalesce(node_priority, '{}') as node_priority, delta_columns,
-        merge_columns, former_columns::text as former_columns, added_columns, table_columns
+        merge_columns, former_columns::text as former_columns, added_columns, table_columns,
+        interleave_sequences, append_only
    from repctl.tables";
 
 impl Replicated {
@@ -214,6 +219,8 @@ impl Replicated {
             table_columns: r.get("table_columns"),
             delta: r.get("delta_columns"),
             merge_columns: r.get("merge_columns"),
+            interleave_sequences: r.get("interleave_sequences"),
+            append_only: r.get("append_only"),
             logical,
         })
     }

@@ -59,6 +59,11 @@ pub struct Args {
     /// of a row all survive (with --conflict origin-wins or error).
     #[arg(long)]
     merge_columns: bool,
+    /// Give the sequences owned by the key columns (serial, identity) disjoint progressions per
+    /// node: each steps by 10 from the node's own offset (room for 10 nodes), restarted above the
+    /// highest key on any node, so inserts on every node never pick the same key.
+    #[arg(long)]
+    interleave_sequences: bool,
     /// The table already holds rows on NODE: copy them to the other nodes (writers may go on).
     #[arg(long, value_name = "NODE")]
     copy_from: Option<String>,
@@ -99,6 +104,8 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         key: args.key.as_deref().map(parse_column_list).transpose()?,
         delta: args.delta,
         merge_columns: args.merge_columns,
+        interleave_sequences: args.interleave_sequences,
+        append_only: false,
     };
     let mut clients = init::connect_all(config)?;
     if let Some(source) = &args.copy_from {
@@ -134,6 +141,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
             for node in &config.nodes {
                 println!("node {}: {}", node.name, replicating(&req, &node.name));
             }
+            super::alter_table::interleave(&mut clients, &req, false)?;
             return Ok(super::EXIT_OK);
         }
         println!(
@@ -142,9 +150,11 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         );
     }
     let scripts = table::add_scripts(&mut clients, &req, false)?;
-    install_or_print(&mut clients, &scripts, args.dry_run, |node| {
+    let code = install_or_print(&mut clients, &scripts, args.dry_run, |node| {
         replicating(&req, node)
-    })
+    })?;
+    super::alter_table::interleave(&mut clients, &req, args.dry_run)?;
+    Ok(code)
 }
 
 fn replicating(req: &AddTable, node: &str) -> String {

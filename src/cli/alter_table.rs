@@ -6,7 +6,7 @@ use crate::catalog::ident::parse_column_list;
 use crate::catalog::{ConflictRule, Mode, OnApplyError, OnPeerFailure};
 use crate::config::Config;
 use crate::install::table;
-use crate::install::{init, schema};
+use crate::install::{init, schema, sequences};
 
 /// Change a replicated table's settings on every node (re-renders its triggers and functions); also adds it on nodes new to the config.
 #[derive(Debug, clap::Args)]
@@ -41,6 +41,11 @@ pub struct Args {
     /// Whether an update applies only the columns it changed.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     merge_columns: Option<bool>,
+    /// Interleave the key columns' sequences across nodes (as add-table's); each run restarts
+    /// them above the highest key on any node, a node new to the config with its own offset.
+    /// `--interleave-sequences=false` stops (status no longer flags them; they stay as they are).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    interleave_sequences: Option<bool>,
     /// For a node that does not replicate the table yet (just added to the config): the table to use there.
     #[arg(long = "map", value_name = "NODE=SCHEMA.TABLE")]
     map: Vec<String>,
@@ -101,11 +106,14 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     if let Some(m) = args.merge_columns {
         req.merge_columns = m;
     }
+    if let Some(i) = args.interleave_sequences {
+        req.interleave_sequences = i;
+    }
     if let Some(ddl) = &args.ddl {
         return with_ddl(config, &mut clients, &req, ddl, args.dry_run);
     }
     let scripts = table::add_scripts(&mut clients, &req, true)?;
-    install_or_print(&mut clients, &scripts, args.dry_run, |_| {
+    let code = install_or_print(&mut clients, &scripts, args.dry_run, |_| {
         format!(
             "{name} now {:?}, on peer failure {:?}, on apply error {}, conflicts {}{}{}",
             req.mode,
@@ -123,7 +131,30 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
                 ""
             }
         )
-    })
+    })?;
+    interleave(&mut clients, &req, args.dry_run)?;
+    Ok(code)
+}
+
+/// With --interleave-sequences: the key sequences' new progressions, run (or printed by a dry run).
+pub(super) fn interleave(
+    clients: &mut [(String, postgres::Client)],
+    req: &table::AddTable,
+    dry_run: bool,
+) -> Result<()> {
+    if !req.interleave_sequences {
+        return Ok(());
+    }
+    for (node, statements) in sequences::interleave(clients, req, dry_run)? {
+        for s in statements {
+            if dry_run {
+                println!("-- node {node}, then: {s};");
+            } else {
+                println!("node {node}: {s}");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn with_ddl(

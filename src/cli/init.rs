@@ -2,7 +2,7 @@ use anyhow::Result;
 
 use super::output::install_or_print;
 use crate::config::Config;
-use crate::install::{init, print_scripts, run_scripts};
+use crate::install::{init, print_scripts, run_scripts, sequences};
 
 /// Install repctl on every node: schema, queue, apply path, a foreign server and user mapping per peer.
 #[derive(Debug, clap::Args)]
@@ -36,7 +36,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         }
     }
     let peers = config.nodes.len() - 1;
-    install_or_print(&mut clients, &scripts, args.dry_run, |_| {
+    let code = install_or_print(&mut clients, &scripts, args.dry_run, |_| {
         format!(
             "initialized ({peers} peer(s); owned by agent role {}{})",
             config.agent.role,
@@ -46,5 +46,10 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
                 ""
             }
         )
-    })
+    })?;
+    // A node new to the config gets a sequence offset of its own (see --interleave-sequences).
+    if !args.dry_run {
+        sequences::assign_offsets(&mut clients, true)?;
+    }
+    Ok(code)
 }

@@ -71,28 +71,38 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
             }
             println!("{pairs}\n(see `repctl queue`)");
         }
-        let mut drift = table(["table", "nodes", "schema drift", "fix"]);
-        let mut any = false;
-        for t in &s.tables {
-            for d in &t.drift {
-                any = true;
-                drift.row([
-                    t.table.clone(),
-                    d.nodes.join(", "),
-                    d.problem.clone(),
-                    d.fix.clone(),
-                ]);
-            }
-        }
-        if any {
-            println!("{drift}");
-        }
+        problems(&s.tables, "schema drift", |t| &t.drift);
+        problems(&s.tables, "key sequences", |t| &t.sequences);
     }
     Ok(if s.complete {
         super::EXIT_OK
     } else {
         super::EXIT_DIFFERENT
     })
+}
+
+/// One table of the tables' problems of one kind, when there are any.
+fn problems(
+    tables: &[status::TableStatus],
+    what: &str,
+    of: impl Fn(&status::TableStatus) -> &Vec<crate::ops::drift::Drift>,
+) {
+    let mut shown = table(["table", "nodes", what, "fix"]);
+    let mut any = false;
+    for t in tables {
+        for d in of(t) {
+            any = true;
+            shown.row([
+                t.table.clone(),
+                d.nodes.join(", "),
+                d.problem.clone(),
+                d.fix.clone(),
+            ]);
+        }
+    }
+    if any {
+        println!("{shown}");
+    }
 }
 
 /// The delta columns, and whether updates merge by column.

@@ -7,6 +7,7 @@ pub mod condition;
 pub mod copy;
 pub mod init;
 pub mod schema;
+pub mod sequences;
 pub mod table;
 
 use anyhow::{Context, Result};

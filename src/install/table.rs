@@ -39,6 +39,10 @@ pub struct AddTable {
     pub delta: Vec<String>,
     /// An update applies only the columns it changed.
     pub merge_columns: bool,
+    /// Interleave the key columns' sequences across nodes (see `install::sequences`).
+    pub interleave_sequences: bool,
+    /// A table without a key: inserts replicate, updates, deletes and truncates are refused.
+    pub append_only: bool,
 }
 
 impl AddTable {
@@ -76,6 +80,8 @@ pub fn stored_request(clients: &mut [(String, Client)], name: &TableName) -> Res
             key: Some(stored.key),
             delta: stored.delta,
             merge_columns: stored.merge_columns,
+            interleave_sequences: stored.interleave_sequences,
+            append_only: stored.append_only,
         });
     }
     let mut req = req.with_context(|| {
@@ -110,6 +116,7 @@ pub fn add_scripts(
     check_conflict_settings(clients, req)?;
     let logical = logical_name(&req.name);
     let mut tables = Vec::new();
+    let mut sequenced = false;
     for (node, client) in clients.iter_mut() {
         db::require_installed(client, node)?;
         let local = req.local_name(node);
@@ -136,6 +143,10 @@ pub fn add_scripts(
             );
         }
         check_delta(node, &table, req)?;
+        if req.interleave_sequences {
+            sequenced |=
+                !catalog::sequences::key_sequences(client, node, local, &table.key)?.is_empty();
+        }
         if let Some(w) = &req.where_clause {
             // Parsing the condition against the table proves it is one expression over its columns.
             let mut tx = client.transaction()?;
@@ -150,6 +161,11 @@ pub fn add_scripts(
             tx.rollback()?;
         }
         tables.push(table);
+    }
+    if req.interleave_sequences && !sequenced {
+        bail!(
+            "--interleave-sequences: no key column of {logical} is a serial or identity column on any node"
+        );
     }
     let nodes: Vec<String> = clients.iter().map(|(n, _)| n.clone()).collect();
     check_same_shape(&nodes, &tables)?;
@@ -185,6 +201,8 @@ fn same_settings(stored: &Replicated, table: &Table, req: &AddTable) -> bool {
         && stored.node_priority == req.node_priority
         && stored.delta == req.delta
         && stored.merge_columns == req.merge_columns
+        && stored.interleave_sequences == req.interleave_sequences
+        && stored.append_only == req.append_only
 }
 
 fn check_conflict_settings(clients: &[(String, Client)], req: &AddTable) -> Result<()> {
@@ -492,6 +510,8 @@ pub fn render_add(
             ts_alias => names::free_alias("ts", &names_taken),
             merging => !req.delta.is_empty() || req.merge_columns,
             merge_columns => req.merge_columns,
+            interleave_sequences => req.interleave_sequences,
+            append_only => req.append_only,
             delta_columns => delta_columns,
             plain_columns => update_columns.iter().filter(|c| !req.delta.contains(c)).cloned().collect::<Vec<_>>(),
             merge_targets => merge_targets,

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::drift::{Drift, table_drift};
 use super::replicated_tables;
-use crate::catalog::Replicated;
+use crate::catalog::{Replicated, sequences};
 use crate::config::Config;
 use crate::db;
 use crate::render::names;
@@ -41,6 +41,8 @@ pub struct TableStatus {
     pub conflicts: BTreeMap<String, i64>,
     /// Schema differences across nodes and with what repctl replicates, each with its fix.
     pub drift: Vec<Drift>,
+    /// Key sequences (serial, identity) that hand out the same values on several nodes.
+    pub sequences: Vec<Drift>,
 }
 
 /// A pair with changes its peer refused: parked, or the one it is stopped at.
@@ -120,7 +122,9 @@ pub fn status(
             complete: true,
             conflicts: BTreeMap::new(),
             drift: Vec::new(),
+            sequences: Vec::new(),
         };
+        let mut key_sequences = Vec::new();
         for (name, client) in clients.iter_mut() {
             let Some(client) = client else {
                 t.complete = false;
@@ -151,6 +155,10 @@ pub fn status(
                         )?
                         .get(0);
                     t.conflicts.insert(name.clone(), n);
+                    key_sequences.push((
+                        name.clone(),
+                        sequences::key_sequences(client, name, &nt.local, &nt.key)?,
+                    ));
                     let missing = table_missing(client, &nt)?;
                     if !missing.is_empty() {
                         t.complete = false;
@@ -160,7 +168,15 @@ pub fn status(
             }
         }
         t.drift = table_drift(clients, &logical)?;
-        t.complete &= t.drift.is_empty();
+        t.sequences = sequences::not_interleaved(&key_sequences)
+            .into_iter()
+            .map(|(nodes, problem)| Drift {
+                nodes,
+                problem,
+                fix: format!("repctl alter-table {logical} --interleave-sequences"),
+            })
+            .collect();
+        t.complete &= t.drift.is_empty() && t.sequences.is_empty();
         tables.push(t);
     }
     let complete = nodes.iter().all(|n| n.reachable && n.missing.is_empty())

@@ -377,6 +377,8 @@ mod tests {
                 table_columns: None,
                 delta: vec![],
                 merge_columns: false,
+                interleave_sequences: false,
+                append_only: false,
             },
             version,
             columns: columns

@@ -35,6 +35,11 @@ alter table repctl.tables add column if not exists node_priority text[];
 -- update applies only the columns it changed.
 alter table repctl.tables add column if not exists delta_columns text[] not null default '{}';
 alter table repctl.tables add column if not exists merge_columns boolean not null default false;
+-- add-table --interleave-sequences: the key columns' sequences step by a common stride from this
+-- node's offset (repctl.meta sequence_offset), so nodes never hand out the same key.
+alter table repctl.tables add column if not exists interleave_sequences boolean not null default false;
+-- add-table --append-only: a table without a key; inserts replicate, nothing else may change it.
+alter table repctl.tables add column if not exists append_only boolean not null default false;
 
 -- Who wrote each row's current version and when, for tables whose conflict rule compares versions
 -- (last-write-wins, node-priority); kept by capture and apply.
