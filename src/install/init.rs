@@ -12,6 +12,12 @@ use crate::render::{self, names};
 
 /// How long a synchronous commit waits for a peer before keeping the changes queued.
 pub const FLUSH_TIMEOUT: &str = "10 seconds";
+/// How long a commit's apply on a peer waits for a row lock. Two nodes committing changes of the
+/// same row at once each hold the row their own flush is shipping, and each apply waits for the
+/// other's: neither can go on until one gives up, and the changes of that one are queued. Short,
+/// so hot rows written on two masters cost a writer at most this; a row held longer by a
+/// transaction on the peer falls back to the queue as well (2 s before issue 15).
+pub const FLUSH_LOCK_TIMEOUT: &str = "100ms";
 
 /// What init needs to know about a node before rendering.
 #[derive(Debug, Clone, Default)]
@@ -111,6 +117,7 @@ pub fn render_init(config: &Config, node: &Node, facts: &NodeFacts) -> Result<Sc
                 name => peer.name.clone(),
                 server,
                 partition => names::queue_partition(&peer.name),
+                counter => names::delivered_counter(&peer.name),
                 server_options => json_object(&peer.peer.server_options()),
             }
         })
@@ -128,6 +135,7 @@ pub fn render_init(config: &Config, node: &Node, facts: &NodeFacts) -> Result<Sc
             peer_role => node.peer.get("user"),
             agent => config.agent.role.clone(),
             flush_timeout => FLUSH_TIMEOUT,
+            flush_lock_timeout => FLUSH_LOCK_TIMEOUT,
             server_version_num => facts.server_version_num,
             self_server,
             self_server_options => json_object(&node.peer.server_options()),

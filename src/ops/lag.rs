@@ -15,7 +15,8 @@ pub struct PairLag {
     pub pending: Option<i64>,
     /// Seconds since the oldest pending change was made; null when nothing is pending.
     pub oldest_pending_age_s: Option<f64>,
-    /// When a drain last delivered to this peer (RFC 3339), null if never.
+    /// When a drain (or a synchronous commit of more than a few changes) last delivered to this
+    /// peer (RFC 3339), null if never.
     pub last_delivery: Option<String>,
     pub delivered_total: Option<i64>,
     /// Conflicts the peer (`to`) detected in changes from `from`.
@@ -38,7 +39,10 @@ pub fn node_lag(client: &mut Client, node: &str) -> Result<Vec<PairLag>> {
                 (select count(*) from repctl.queue q where q.peer = p.name),
                 (select extract(epoch from clock_timestamp() - min(q.ts))::float8 from repctl.queue q where q.peer = p.name),
                 to_char(d.last_delivery at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
-                coalesce(d.delivered, 0),
+                -- drain's and large synchronous commits' count, then the one that small
+                -- synchronous commits keep in a sequence (no row lock to queue on)
+                coalesce(d.delivered, 0)
+                  + coalesce(pg_sequence_last_value(to_regclass(format('repctl.%I', p.counter))), 0),
                 extract(epoch from d.last_delivery)::float8,
                 (select count(*) from repctl.parked k where k.peer = p.name and k.discarded_at is null),
                 case when exists (select from repctl.queue q where q.peer = p.name and q.seq = d.stopped_seq)

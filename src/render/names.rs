@@ -59,6 +59,11 @@ pub fn queue_partition(peer: &str) -> String {
     derived("queue", peer)
 }
 
+/// The sequence counting the changes synchronous commits delivered to `peer`.
+pub fn delivered_counter(peer: &str) -> String {
+    derived("delivered", peer)
+}
+
 /// A column alias that no replicated column uses.
 pub fn free_alias(base: &str, taken: &[String]) -> String {
     let mut alias = base.to_string();

@@ -12,6 +12,16 @@ create table if not exists repctl.peer (
   name text primary key,
   server name not null
 );
+-- The sequence counting the changes synchronous commits delivered to the peer (see lag). Added
+-- only when missing: ALTER TABLE locks the table even when the column exists, and writers lock
+-- the queue before the peer table, which init locks later, so init locking it here could deadlock.
+do $do$
+begin
+  if not exists (select from pg_attribute where attrelid = 'repctl.peer'::regclass and attname = 'counter' and not attisdropped) then
+    alter table repctl.peer add column counter name;
+  end if;
+end
+$do$;
 
 -- Replicated tables; `name` is the logical name shared by every node, nsp/rel the local table.
 create table if not exists repctl.tables (

@@ -13,6 +13,86 @@ begin
 end
 $fn$;
 
+-- How many changes this transaction holds (see repctl.hold).
+create or replace function repctl.held_count() returns integer
+language sql stable set search_path = pg_catalog as $fn$
+  select coalesce(nullif(current_setting('repctl.held_n', true), ''), '0')::integer
+$fn$;
+
+-- A json array's elements as text, without the brackets.
+create or replace function repctl.json_elements(p_array json) returns text
+language sql immutable set search_path = pg_catalog as $fn$
+  select substr(p_array::text, 2, length(p_array::text) - 2)
+$fn$;
+
+-- Synchronous mode holds a transaction's first changes in the transaction itself (transaction-local
+-- settings, which a rollback, or one to a savepoint, undoes like the rows), not in the queue: at
+-- commit the flush sends them as they are, and only a peer that does not take them gets them
+-- queued. A commit that delivers thus writes and deletes no queue row: no dead rows for the next
+-- commit's "anything older queued?" to walk, and nothing to read back. Held as the payload's
+-- field lists (json text, comma-separated): the table, op, new and old image of each change.
+create or replace function repctl.hold(p_tbl text, p_ops text[], p_r jsonb[], p_o jsonb[], p_strict boolean) returns void
+language sql set search_path = pg_catalog, pg_temp as $fn$
+  -- One statement (a call of a PL/pgSQL function with one per setting took twice as long).
+  select set_config('repctl.held_n', (repctl.held_count() + cardinality(p_ops))::text, true),
+         set_config('repctl.held_t', concat_ws(',', nullif(current_setting('repctl.held_t', true), ''),
+                                               array_to_string(array_fill(to_json(p_tbl)::text, array[cardinality(p_ops)]), ',')), true),
+         set_config('repctl.held_op', concat_ws(',', nullif(current_setting('repctl.held_op', true), ''), repctl.json_elements(array_to_json(p_ops))), true),
+         set_config('repctl.held_r', concat_ws(',', nullif(current_setting('repctl.held_r', true), ''), repctl.json_elements(array_to_json(p_r))), true),
+         set_config('repctl.held_o', concat_ws(',', nullif(current_setting('repctl.held_o', true), ''), repctl.json_elements(array_to_json(p_o))), true),
+         case when p_strict then set_config('repctl.held_strict', 'on', true) end
+   where p_ops is not null
+$fn$;
+
+-- Queues what this transaction holds: for peer p_peer (a flush it failed), or for every peer
+-- before the transaction queues anything else (then everything after it queues too, in order,
+-- and the flush ships the transaction from the queue).
+create or replace function repctl.spill(p_peer text default null) returns void
+language plpgsql set search_path = pg_catalog, pg_temp as $fn$
+begin
+  if repctl.held_count() > 0 then
+    insert into repctl.queue (peer, tbl, op, r, o)
+    select p.name, c.t, c.op, nullif(c.r, 'null'), nullif(c.o, 'null')
+      from rows from (jsonb_array_elements_text(('[' || current_setting('repctl.held_t') || ']')::jsonb),
+                      jsonb_array_elements_text(('[' || current_setting('repctl.held_op') || ']')::jsonb),
+                      jsonb_array_elements(('[' || current_setting('repctl.held_r') || ']')::jsonb),
+                      jsonb_array_elements(('[' || current_setting('repctl.held_o') || ']')::jsonb))
+           with ordinality as c(t, op, r, o, ord)
+     cross join repctl.peer p
+     where p_peer is null or p.name = p_peer
+     order by c.ord, p.name;
+  end if;
+  if p_peer is null then
+    perform repctl.held_reset();
+  end if;
+end
+$fn$;
+
+-- Drops what this transaction holds (queued or delivered): whatever it writes next is queued.
+create or replace function repctl.held_reset() returns void
+language plpgsql set search_path = pg_catalog, pg_temp as $fn$
+begin
+  if repctl.held_count() > 0 or current_setting('repctl.queued', true) is distinct from 'on' then
+    perform set_config('repctl.held_n', '0', true);
+    perform set_config('repctl.held_t', '', true);
+    perform set_config('repctl.held_op', '', true);
+    perform set_config('repctl.held_r', '', true);
+    perform set_config('repctl.held_o', '', true);
+    perform set_config('repctl.queued', 'on', true);
+  end if;
+end
+$fn$;
+
+-- The statement a flush sends a peer: repctl.apply of the payload, through the statement the
+-- flush prepared on that connection, the payload dollar-quoted (no re-quoting of every
+-- character) unless it holds the quote's tag.
+create or replace function repctl.flush_statement(p_origin text, p_payload text) returns text
+language sql immutable set search_path = pg_catalog as $fn$
+  select format('execute repctl_apply(%L, %s)', p_origin,
+                case when strpos(p_payload, '$repctl$') = 0 then '$repctl$' || p_payload || '$repctl$'
+                     else quote_literal(p_payload) end)
+$fn$;
+
 -- Runs at commit (deferred constraint trigger): ships this transaction's changes to each peer in one
 -- round trip, unless older changes wait for that peer; a peer that fails keeps them queued.
 create or replace function repctl.flush() returns trigger
@@ -21,7 +101,11 @@ declare
   v_me xid8 := pg_current_xact_id();
   v_origin text := (select value from repctl.meta where key = 'node');
   v_peer record;
-  v_payload jsonb;
+  v_held integer := repctl.held_count();
+  -- Everything this transaction wrote is held (the fast path), or it queued some (see repctl.spill).
+  v_from_queue boolean := current_setting('repctl.queued', true) is not distinct from 'on';
+  v_payload text;
+  v_count integer;
   v_seqs bigint[];
   v_strict boolean;
   v_delta boolean;
@@ -34,32 +118,56 @@ begin
   delete from repctl.flush_request where xid = v_me;
   -- SERIALIZABLE commits can still fail after this point; their changes wait for a drain instead.
   if current_setting('transaction_isolation') = 'serializable' then
+    perform repctl.spill();
     return null;
   end if;
-  for v_peer in select name, server from repctl.peer order by name loop
-    -- Changes queued earlier for this peer go first (the seed's section 3 reordering). The same
-    -- snapshot gives the oldest transaction still running: one older than that is over, and with
-    -- nothing queued for the peer, none of its changes is (see repctl.apply).
-    select exists (select from repctl.queue q where q.peer = v_peer.name and q.seq < v_from)
-           or exists (select from repctl.queue q where q.peer = v_peer.name and q.seq > v_from and q.xid <> v_me),
-           pg_snapshot_xmin(pg_current_snapshot())
-      into v_behind, v_horizon;
-    if v_behind then
+  -- A flush that fires early (SET CONSTRAINTS ALL IMMEDIATE: at the end of the statement that
+  -- armed it) leaves the rest of the transaction queued: what it holds is delivered or queued
+  -- by the end of this flush, and nothing flushes again.
+  perform set_config('repctl.queued', 'on', true);
+  if not v_from_queue then
+    if v_held = 0 then
+      return null;
+    end if;
+    v_payload := format('{"s":%s,"t":[%s],"op":[%s],"r":[%s],"o":[%s]}', array_to_json(array(select generate_series(1, v_held))),
+                        current_setting('repctl.held_t'), current_setting('repctl.held_op'),
+                        current_setting('repctl.held_r'), current_setting('repctl.held_o'));
+    v_count := v_held;
+    v_strict := current_setting('repctl.held_strict', true) is not distinct from 'on';
+  end if;
+  for v_peer in select name, server, counter from repctl.peer order by name loop
+    if v_from_queue then
+      -- Changes queued earlier for this peer go first (the seed's section 3 reordering). The same
+      -- snapshot gives the oldest transaction still running: one older than that is over, and with
+      -- nothing queued for the peer, none of its changes is (see repctl.apply).
+      select exists (select from repctl.queue q where q.peer = v_peer.name and q.seq < v_from)
+             or exists (select from repctl.queue q where q.peer = v_peer.name and q.seq > v_from and q.xid <> v_me),
+             pg_snapshot_xmin(pg_current_snapshot())
+        into v_behind, v_horizon;
+      if v_behind then
+        perform pg_notify({{ notify_channel | ql }}, v_peer.name);
+        continue;
+      end if;
+      select repctl.changes_json(array_agg(q order by q.seq)),
+             array_agg(q.seq order by q.seq),
+             bool_or(t.on_peer_failure = 'error'),
+             bool_or(cardinality(t.delta_columns) > 0)
+        into v_payload, v_seqs, v_strict, v_delta
+        from repctl.queue q join repctl.tables t on t.name = q.tbl
+       where q.peer = v_peer.name and q.seq > v_from and q.xid = v_me;
+      continue when v_payload is null;
+      if v_delta then
+        -- The peer records this flush, so a drain of changes the peer applied does not apply their
+        -- increments again should this side stop waiting for its answer. (Tables with delta
+        -- columns never hold their changes: see the capture.)
+        v_payload := (v_payload::jsonb || jsonb_build_object('x', v_me::text, 'h', v_horizon::text))::text;
+      end if;
+      v_count := cardinality(v_seqs);
+    elsif exists (select from repctl.queue q where q.peer = v_peer.name) then
+      -- Anything queued for this peer (nothing this transaction wrote is): it goes first.
+      perform repctl.spill(v_peer.name);
       perform pg_notify({{ notify_channel | ql }}, v_peer.name);
       continue;
-    end if;
-    select repctl.changes_json(array_agg(q order by q.seq))::jsonb,
-           array_agg(q.seq order by q.seq),
-           bool_or(t.on_peer_failure = 'error'),
-           bool_or(cardinality(t.delta_columns) > 0)
-      into v_payload, v_seqs, v_strict, v_delta
-      from repctl.queue q join repctl.tables t on t.name = q.tbl
-     where q.peer = v_peer.name and q.seq > v_from and q.xid = v_me;
-    continue when v_payload is null;
-    if v_delta then
-      -- The peer records this flush, so a drain of changes the peer applied does not apply their
-      -- increments again should this side stop waiting for its answer.
-      v_payload := v_payload || jsonb_build_object('x', v_me::text, 'h', v_horizon::text);
     end if;
     -- The server name is derived to fit in 63 bytes, as dblink's connection names must.
     v_conn := v_peer.server;
@@ -67,23 +175,27 @@ begin
       if not coalesce(v_conn = any ({{ dblink_schema | qi }}.dblink_get_connections()), false) then
         perform repctl.peer_answers(v_peer.server);
         perform {{ dblink_schema | qi }}.dblink_connect(v_conn, v_peer.server);
-        -- Two nodes flushing changes to the same row at once would wait on each other's row locks
-        -- forever; after this the later one gives up and its changes stay queued.
-        perform {{ dblink_schema | qi }}.dblink_exec(v_conn, 'set lock_timeout = ''2s''');
+        -- Two nodes flushing changes to the same row at once wait on each other's row locks (each
+        -- holds the row its own commit is flushing): after this the apply gives up, its
+        -- transaction's changes queue, and both writers go on.
+        perform {{ dblink_schema | qi }}.dblink_exec(v_conn, format('set lock_timeout = %L', {{ flush_lock_timeout | ql }}));
         -- The peer gives up on an apply when this side stops waiting for it; otherwise it could
         -- still commit (harmless: the changes stay queued and apply idempotently) while holding
         -- the rows' locks against the drain that delivers them.
         perform {{ dblink_schema | qi }}.dblink_exec(v_conn,
           format('set statement_timeout = %L', (extract(epoch from {{ flush_timeout | ql }}::interval) * 1000)::bigint));
+        -- Planned once per connection, not per commit.
+        perform {{ dblink_schema | qi }}.dblink_exec(v_conn, 'prepare repctl_apply(text, jsonb) as select repctl.apply($1, $2)');
       end if;
       -- Sent asynchronously and awaited with a deadline: a peer that stops answering (frozen,
       -- network gone) must not hang the writer's commit. dblink itself would wait forever.
-      perform {{ dblink_schema | qi }}.dblink_send_query(v_conn, format('select repctl.apply(%L, %L::jsonb)', v_origin, v_payload));
-      -- Polled in 1 ms sleeps (pg_sleep's least). Polling without sleeping answers a lone writer
-      -- up to 1 ms sooner, but with more writers than cores it burns the CPU the peer's apply
-      -- needs: single-row transactions from 4 clients on 2 cores ran 540-560 TPS spinning the
-      -- first 2 ms, 680-830 sleeping at once.
+      perform {{ dblink_schema | qi }}.dblink_send_query(v_conn, repctl.flush_statement(v_origin, v_payload));
       v_deadline := clock_timestamp() + {{ flush_timeout | ql }}::interval;
+      -- Polled in 1 ms sleeps (pg_sleep's least). A blocking wait would take one wake-up when the
+      -- answer arrives, but nothing bounds it at commit (no statement_timeout runs there, and a
+      -- frozen peer's kernel still acknowledges what is sent). Polling without sleeping answers
+      -- sooner on idle cores, but with more writers than cores it burns the CPU the peer's apply
+      -- needs (issue 15: spinning the first 0.3 ms ran 0.8-0.9x the TPS of sleeping at once).
       while {{ dblink_schema | qi }}.dblink_is_busy(v_conn) = 1 loop
         if clock_timestamp() > v_deadline then
           raise exception 'no answer within %', {{ flush_timeout | ql }};
@@ -93,13 +205,22 @@ begin
       perform from {{ dblink_schema | qi }}.dblink_get_result(v_conn) as applied(n integer);
       -- The empty result that frees the connection for the next query.
       perform from {{ dblink_schema | qi }}.dblink_get_result(v_conn) as done(n integer);
-      -- The rows shipped are this transaction's in that range. Not `seq = any (v_seqs)`: the
-      -- planner may make that a filter, a scan of the whole array per row (20 s for 100,000 rows).
-      delete from repctl.queue
-       where peer = v_peer.name and seq between v_seqs[1] and v_seqs[cardinality(v_seqs)] and xid = v_me;
+      if v_from_queue then
+        -- The rows shipped are this transaction's in that range. Not `seq = any (v_seqs)`: the
+        -- planner may make that a filter, a scan of the whole array per row (20 s for 100,000 rows).
+        delete from repctl.queue
+         where peer = v_peer.name and seq between v_seqs[1] and v_seqs[cardinality(v_seqs)] and xid = v_me;
+        update repctl.delivery set last_delivery = now(), delivered = delivered + v_count where peer = v_peer.name;
+      else
+        -- Counted without a row lock that every synchronous commit would queue on (see lag).
+        perform nextval(format('repctl.%I', v_peer.counter)::regclass) from generate_series(1, v_count);
+      end if;
     exception when others then
       if coalesce(v_conn = any ({{ dblink_schema | qi }}.dblink_get_connections()), false) then
         perform {{ dblink_schema | qi }}.dblink_disconnect(v_conn);
+      end if;
+      if not v_from_queue then
+        perform repctl.spill(v_peer.name);
       end if;
       perform pg_notify({{ notify_channel | ql }}, v_peer.name);
       if v_strict then
@@ -107,9 +228,10 @@ begin
           using hint = 'the table is set to --on-peer-failure error; the local write is rolled back';
       end if;
       raise warning 'repctl: peer % did not take % change(s), kept in its queue: %',
-        v_peer.name, cardinality(v_seqs), sqlerrm;
+        v_peer.name, v_count, sqlerrm;
     end;
   end loop;
+  perform set_config('repctl.held_n', '0', true);
   return null;
 end
 $fn$;

@@ -2,8 +2,10 @@
 {% for peer in peers %}
 -- Peer {{ peer.name | ql }}: reached through foreign server {{ peer.server | qi }}.
 create table if not exists repctl.{{ peer.partition | qi }} partition of repctl.queue for values in ({{ peer.name | ql }});
-insert into repctl.peer (name, server) values ({{ peer.name | ql }}, {{ peer.server | ql }})
-on conflict (name) do update set server = excluded.server where peer.server is distinct from excluded.server;
+create sequence if not exists repctl.{{ peer.counter | qi }} as bigint;
+insert into repctl.peer (name, server, counter) values ({{ peer.name | ql }}, {{ peer.server | ql }}, {{ peer.counter | ql }})
+on conflict (name) do update set server = excluded.server, counter = excluded.counter
+ where (peer.server, peer.counter) is distinct from (excluded.server, excluded.counter);
 insert into repctl.delivery (peer) values ({{ peer.name | ql }}) on conflict do nothing;
 select repctl.ensure_server({{ peer.server | ql }}, {{ peer.server_options | ql }}::jsonb);
 grant usage on foreign server {{ peer.server | qi }} to {{ agent | qi }};

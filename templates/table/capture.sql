@@ -47,6 +47,15 @@ row({% for c in key_columns %}{{ alias | qi }}.{{ c | qi }}{% if not loop.last %
      cross join repctl.peer p
 {{ track_close() }}
 {%- endmacro -%}
+{%- set hold_limit = 100 -%}
+{#- Whether the capture holds a transaction's first changes (repctl.hold). Not a table whose rule
+    compares versions (they are recorded as the changes queue), nor one with delta columns (the
+    peer records a flush of them by their queue seqs, see repctl.unapplied). -#}
+{%- set holds = mode == "sync" and not versioned and not delta_columns -%}
+{#- Whether a peer's failure fails the writer's transaction (--on-peer-failure error). -#}
+{%- macro strict() -%}
+{% if on_peer_failure == "error" %}true{% else %}false{% endif %}
+{%- endmacro -%}
 -- Capture for {{ name | ql }} on node {{ node | ql }} ({{ mode | ql }} mode).
 create or replace function repctl.{{ capture_fn | qi }}() returns trigger
 language plpgsql security definer
@@ -55,7 +64,10 @@ set search_path = pg_catalog, pg_temp
 -- Transition tables have no statistics; the planner's guesses must not buy a JIT compile per statement.
 set jit = off
 as $fn$
-begin
+{% if holds %}declare
+  v_room integer;
+  v_small boolean;
+{% endif %}begin
   -- Changes applied from a peer are not sent on (no loops, for any number of nodes).
   if current_setting({{ applying_setting | ql }}, true) = 'on' then
     return null;
@@ -65,7 +77,39 @@ begin
   if current_setting('repctl.flush_armed', true) is distinct from 'on' then
     perform repctl.arm_flush();
   end if;
+{% if holds %}
+  -- The first {{ hold_limit }} changes of a transaction that has queued nothing are held in it
+  -- (repctl.hold) and sent at commit without passing through the queue.
+  if tg_op <> 'TRUNCATE' and current_setting('repctl.queued', true) is distinct from 'on' then
+    v_room := greatest({{ hold_limit }} - coalesce(nullif(current_setting('repctl.held_n', true), ''), '0')::integer, 0);
+    if tg_op = 'DELETE' then
+      v_small := not exists (select from old_rows offset v_room);
+    else
+      v_small := not exists (select from new_rows offset v_room);
+    end if;
+    if v_small then
+      if tg_op = 'INSERT' then
+        perform repctl.hold({{ name | ql }}, array_agg('I'::text), array_agg(c.r), array_agg(null::jsonb), {{ strict() }})
+          from (select {{ image("n") }} as r from {{ filtered("new_rows") }} n) c;
+      elsif tg_op = 'UPDATE' then
+        perform repctl.hold({{ name | ql }}, array_agg(case when o.r is null then 'I' when n.r is null then 'D' else 'U' end),
+                            array_agg(n.r), array_agg(o.r), {{ strict() }})
+          from (select {{ key("n") }} as k, {{ image("n") }} as r from {{ filtered("new_rows") }} n) n
+          full join (select {{ key("o") }} as k, {{ image("o") }} as r from {{ filtered("old_rows") }} o) o on n.k = o.k
+         where n.r is distinct from o.r;
+      else
+        perform repctl.hold({{ name | ql }}, array_agg('D'::text), array_agg(null::jsonb), array_agg(c.o), {{ strict() }})
+          from (select {{ image("o") }} as o from {{ filtered("old_rows") }} o) c;
+      end if;
+      return null;
+    end if;
+  end if;
 {% endif %}
+{% endif %}
+  -- What this transaction holds goes into the queue before anything else of it.
+  if current_setting('repctl.flush_armed', true) = 'on' then
+    perform repctl.spill();
+  end if;
   if tg_op = 'INSERT' then
     {{ track_open() }}insert into repctl.queue (peer, tbl, op, r{{ count_column() }})
     select p.name, {{ name | ql }}, 'I', c.r{{ count_of(["c"], "r") }}
