@@ -181,6 +181,19 @@ fn add_table_delta_merge_columns() {
     insta::assert_snapshot!("add_table_delta_merge_local", sql);
 }
 
+/// No key: an insert-only capture, before-statement triggers that refuse the rest, a plain insert.
+#[test]
+fn add_table_append_only() {
+    let mut req = request(Mode::Sync, None);
+    req.append_only = true;
+    req.conflict = ConflictRule::Error;
+    req.key = Some(vec![]);
+    let mut t = seed_table("local", "loc_test");
+    t.key.clear();
+    let sql = render_add("local", &logical_name(&req.name), &t, &t.columns, &req).unwrap();
+    insta::assert_snapshot!("add_table_append_only_local", sql);
+}
+
 #[test]
 fn add_table_odd_names_key_only_identity() {
     // A key-only table with hostile names and an identity column: no update list, overriding system value.

@@ -97,7 +97,10 @@ pub fn inspect_in(
             identity_always: r.get(2),
         })
         .collect();
-    if let Some(key) = key {
+    // No key at all (add-table --append-only) asks for none.
+    if let Some(key) = key
+        && !key.is_empty()
+    {
         check_key(client, node, name, oid, key)?;
     }
     let primary: Vec<String> = client
@@ -123,14 +126,15 @@ pub fn inspect_in(
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let key = key.map_or(primary, <[String]>::to_vec);
-    if key.is_empty() {
+    if key.is_none() && primary.is_empty() {
         bail!(
             "node {node}: table {name} has no primary key; repctl identifies rows by it (add one: alter table {} add primary key (...), \
-             or name the NOT NULL columns of a unique index with --key COL[,COL])",
+             or name the NOT NULL columns of a unique index with --key COL[,COL]; a table only ever inserted into, \
+             such as a log, can replicate without a key: --append-only)",
             name.sql()
         );
     }
+    let key = key.map_or(primary, <[String]>::to_vec);
     Ok(Table {
         name: name.clone(),
         columns,

@@ -29,6 +29,11 @@ pub struct Args {
     /// NULL columns over which a unique index is built, as REPLICA IDENTITY USING INDEX.
     #[arg(long, value_name = "COL[,COL]")]
     key: Option<String>,
+    /// A table without a key (a log, an audit trail, pgbench_history): inserts replicate (each
+    /// once, a replayed batch included), while an update, delete or truncate of it is refused on
+    /// every node, since no other node could tell which row it meant.
+    #[arg(long, conflicts_with_all = ["key", "conflict", "conflict_column", "node_priority", "delta", "merge_columns", "interleave_sequences"])]
+    append_only: bool,
     /// Replicate only rows matching this SQL condition over the table's columns.
     #[arg(long = "where", value_name = "SQL")]
     where_clause: Option<String>,
@@ -93,7 +98,10 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         mode: args.mode,
         on_peer_failure: args.on_peer_failure,
         on_apply_error: args.on_apply_error,
-        conflict: args.conflict.unwrap_or(if config.nodes.len() > 2 {
+        // An append-only table has no conflicts: none to resolve, were one to come, stop.
+        conflict: args.conflict.unwrap_or(if args.append_only {
+            ConflictRule::Error
+        } else if config.nodes.len() > 2 {
             ConflictRule::LastWriteWins
         } else {
             ConflictRule::OriginWins
@@ -101,11 +109,15 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         conflict_column: args.conflict_column,
         node_priority: args.node_priority,
         history: Default::default(),
-        key: args.key.as_deref().map(parse_column_list).transpose()?,
+        key: if args.append_only {
+            Some(Vec::new())
+        } else {
+            args.key.as_deref().map(parse_column_list).transpose()?
+        },
         delta: args.delta,
         merge_columns: args.merge_columns,
         interleave_sequences: args.interleave_sequences,
-        append_only: false,
+        append_only: args.append_only,
     };
     let mut clients = init::connect_all(config)?;
     if let Some(source) = &args.copy_from {

@@ -206,6 +206,18 @@ fn same_settings(stored: &Replicated, table: &Table, req: &AddTable) -> bool {
 }
 
 fn check_conflict_settings(clients: &[(String, Client)], req: &AddTable) -> Result<()> {
+    if req.append_only
+        && (req.conflict != ConflictRule::Error
+            || !req.delta.is_empty()
+            || req.merge_columns
+            || req.interleave_sequences)
+    {
+        bail!(
+            "{} is replicated append-only: only inserts replicate, so there is no conflict rule, delta, \
+             merge-columns or key sequence to set",
+            logical_name(&req.name)
+        );
+    }
     // Without versions, "concurrent" is judged pair by pair (a change queued for the origin): with
     // three nodes a third one's changes arrive in different orders on the other two, and the nodes
     // can end different.

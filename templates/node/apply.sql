@@ -1,7 +1,8 @@
 {#- Included by node/init.sql: repctl.apply, the one apply path. -#}
 -- A batch less the changes from p_origin already applied here: those of the last drain batch
 -- (repctl.applied) and of synchronous flushes the origin stopped waiting for (repctl.applied_flush).
--- Only tables with delta columns need it: every other change applied twice ends in the same row.
+-- Only tables with delta columns and append-only tables need it: every other change applied
+-- twice ends in the same row.
 create or replace function repctl.unapplied(p_origin text, p_changes jsonb) returns jsonb
 language plpgsql stable set search_path = pg_catalog, pg_temp as $fn$
 declare
@@ -102,7 +103,7 @@ begin
   loop
     select t.apply_fn, t.conflict, array(select c from unnest(t.columns || array(select jsonb_object_keys(t.former_columns))) c
                  where c <> all (t.key_columns)) as nonkey,
-           t.delta_columns, t.merge_columns, cardinality(t.delta_columns) > 0 or t.merge_columns as merging,
+           t.delta_columns, t.merge_columns, cardinality(t.delta_columns) > 0 or t.merge_columns as merging, t.append_only,
            array(select c from unnest(t.columns) c where c <> all (t.key_columns) and c <> all (t.delta_columns)) as plain,
            (select p.prosecdef from pg_proc p where p.proname = t.apply_fn and p.pronamespace = 'repctl'::regnamespace) as definer
       into v_table from repctl.tables t where t.name = v_segment.tbl;
@@ -152,8 +153,8 @@ begin
           using errcode = 'unique_violation', hint = 'sent again as row images, which compare the versions';
       end if;
     else
-      if cardinality(v_table.delta_columns) > 0 then
-        -- An increment applied twice would count twice.
+      if cardinality(v_table.delta_columns) > 0 or v_table.append_only then
+        -- An increment applied twice would count twice; a row without a key would be there twice.
         v_changes := repctl.unapplied(p_origin, v_changes);
       end if;
       v_versions := null;

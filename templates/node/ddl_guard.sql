@@ -58,7 +58,8 @@ begin
                -- The key is the primary key or (add-table --key) a unique index's columns.
                (select format('rows of %s are identified by (%s), which a unique index must keep covering', v_table.local,
                               array_to_string(v_table.key_columns, ', '))
-                 where not exists (
+                 where cardinality(v_table.key_columns) > 0 -- (none: append-only)
+                   and not exists (
                          select from pg_index i
                           where i.indrelid = v_table.rel and i.indisunique and i.indpred is null and i.indexprs is null
                             and (select array_agg(a.attname::text order by a.attname)

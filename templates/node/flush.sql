@@ -151,15 +151,15 @@ begin
       select repctl.changes_json(array_agg(q order by q.seq)),
              array_agg(q.seq order by q.seq),
              bool_or(t.on_peer_failure = 'error'),
-             bool_or(cardinality(t.delta_columns) > 0)
+             bool_or(cardinality(t.delta_columns) > 0 or t.append_only)
         into v_payload, v_seqs, v_strict, v_delta
         from repctl.queue q join repctl.tables t on t.name = q.tbl
        where q.peer = v_peer.name and q.seq > v_from and q.xid = v_me;
       continue when v_payload is null;
       if v_delta then
         -- The peer records this flush, so a drain of changes the peer applied does not apply their
-        -- increments again should this side stop waiting for its answer. (Tables with delta
-        -- columns never hold their changes: see the capture.)
+        -- increments (or an append-only table's rows) again should this side stop waiting for its
+        -- answer. (Such tables never hold their changes: see the capture.)
         v_payload := (v_payload::jsonb || jsonb_build_object('x', v_me::text, 'h', v_horizon::text))::text;
       end if;
       v_count := cardinality(v_seqs);

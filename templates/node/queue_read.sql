@@ -63,8 +63,10 @@ begin
   if not found then
     return;
   end if;
-  -- node-priority's changes carry counts, which only row images hold.
-  if v_first.op <> 'I' or v_first.n is not null then
+  -- node-priority's changes carry counts, which only row images hold; an append-only table's
+  -- inserts go as row images, whose sequence numbers the peer checks against its batch record.
+  if v_first.op <> 'I' or v_first.n is not null
+     or coalesce((select t.append_only from repctl.tables as t where t.name = v_first.tbl), false) then
     return query select array[v_first.seq], null::text, null::text[], null::text[], null::boolean;
     return;
   end if;

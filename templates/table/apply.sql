@@ -22,6 +22,11 @@
 {%- macro reshaped(alias, image) -%}
 {% if former_names %}case when jsonb_typeof({{ alias | qi }}.{{ image | qi }}) = 'object' then ({{ alias | qi }}.{{ image | qi }} - {{ former_names | ql }}::text[]){% for f in renames %} || case when {{ alias | qi }}.{{ image | qi }} ? {{ f.old | ql }} then jsonb_build_object({{ f.new | ql }}, {{ alias | qi }}.{{ image | qi }} -> {{ f.old | ql }}) else '{}' end{% endfor %} else {{ alias | qi }}.{{ image | qi }} end{% else %}{{ alias | qi }}.{{ image | qi }}{% endif %}
 {%- endmacro -%}
+{#- The batch's row images (all inserts), inserted. -#}
+{%- macro insert_images() -%}
+{{ insert_rows("e", "r") }}
+    from {% if former_names %}(select {{ reshaped("e", "r") }} as r from jsonb_array_elements(p_changes -> 'r') as e(r)) as e{% else %}jsonb_array_elements(p_changes -> 'r') as e(r){% endif %}
+{%- endmacro -%}
 {%- macro insert_values(alias) -%}
 {{ insert_into() }}
   select {% for c in columns %}{{ alias | qi }}.{{ c.name | qi }}::{{ c.type }}{% if not loop.last %}, {% endif %}{% endfor +%}
@@ -83,6 +88,17 @@ as $fn$
 declare
   v_inserted boolean := false;
 begin
+{% if append_only %}
+  -- Append-only (no key): every change is an insert, and the table cannot be truncated. A batch
+  -- replayed, or a synchronous flush delivered again by a drain, is left out by repctl.apply
+  -- (repctl.unapplied), so each insert lands once.
+  if p_truncate or p_values is not null or not (p_changes -> 'op') <@ '["I"]' then
+    raise exception 'repctl: node % sent changes of % other than inserts as row images; node % replicates it append-only',
+      p_origin, {{ name | ql }}, {{ node | ql }}
+      using errcode = 'unique_violation', hint = 'run the same repctl version on every node';
+  end if;
+  {{ insert_images() }};
+{% else %}
   if p_truncate then
 {% if where %}
     delete from {{ table }} where ({{ where }});
@@ -128,8 +144,7 @@ begin
     -- compares and decides. So does a key p_versions lists: one with a version here (a newer
     -- delete of it must win), or with a change queued here for the origin (a concurrent one).
     begin
-      {{ insert_rows("e", "r") }}
-        from {% if former_names %}(select {{ reshaped("e", "r") }} as r from jsonb_array_elements(p_changes -> 'r') as e(r)) as e{% else %}jsonb_array_elements(p_changes -> 'r') as e(r){% endif %};
+      {{ insert_images() }};
       v_inserted := true;
     exception when unique_violation then
       null;
@@ -342,6 +357,7 @@ begin
   select d.k, d.conflict, d.cur, d.first_o, case when d.del then null else d.img end, d.wins, d.ts, null::integer
     from decided as d
    where d.conflict is not null;
+{% endif %}
 {% endif %}
 end
 $fn$;

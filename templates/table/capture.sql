@@ -49,9 +49,9 @@ row({% for c in key_columns %}{{ alias | qi }}.{{ c | qi }}{% if not loop.last %
 {%- endmacro -%}
 {%- set hold_limit = 100 -%}
 {#- Whether the capture holds a transaction's first changes (repctl.hold). Not a table whose rule
-    compares versions (they are recorded as the changes queue), nor one with delta columns (the
-    peer records a flush of them by their queue seqs, see repctl.unapplied). -#}
-{%- set holds = mode == "sync" and not versioned and not delta_columns -%}
+    compares versions (they are recorded as the changes queue), nor one with delta columns or an
+    append-only one (the peer records a flush of them by their queue seqs, see repctl.unapplied). -#}
+{%- set holds = mode == "sync" and not versioned and not delta_columns and not append_only -%}
 {#- Whether a peer's failure fails the writer's transaction (--on-peer-failure error). -#}
 {%- macro strict() -%}
 {% if on_peer_failure == "error" %}true{% else %}false{% endif %}
@@ -68,6 +68,15 @@ as $fn$
   v_room integer;
   v_small boolean;
 {% endif %}begin
+{% if append_only %}
+  -- Before the statement: a row of a table without a key cannot be found on the other nodes.
+  if tg_op <> 'INSERT' then
+    raise exception 'repctl: % of % is refused on node %: it is replicated append-only (it has no key by which the other nodes could find a row, so only inserts replicate)',
+      tg_op, {{ name | ql }}, {{ node | ql }}
+      using errcode = 'feature_not_supported',
+            hint = 'give the table a primary key on every node and replicate it again (repctl remove-table, then add-table without --append-only)';
+  end if;
+{% endif %}
   -- Changes applied from a peer are not sent on (no loops, for any number of nodes).
   if current_setting({{ applying_setting | ql }}, true) = 'on' then
     return null;
@@ -116,6 +125,7 @@ as $fn$
       from (select {{ image("n") }} as r from {{ filtered("new_rows") }} n) c
      cross join repctl.peer p
 {{ track_close() }};
+{% if not append_only %}
   elsif tg_op = 'UPDATE' then
     -- Old and new rows pair up by key; a changed key is a delete of the old key and an insert of the new.
     {{ track_open() }}insert into repctl.queue (peer, tbl, op, r, o{{ count_column() }})
@@ -138,6 +148,7 @@ as $fn$
     insert into repctl.queue (peer, tbl, op)
     select p.name, {{ name | ql }}, 'T' from repctl.peer p;
 {% endif %}
+{% endif %}
   end if;
 {% if mode == "async" %}
   -- Wakes `repctl run` at commit (notifications of one transaction are folded into one).
@@ -153,6 +164,17 @@ revoke all on function repctl.{{ capture_fn | qi }}() from public;
 drop trigger if exists {{ capture_triggers.insert | qi }} on {{ table }};
 create trigger {{ capture_triggers.insert | qi }} after insert on {{ table }}
   referencing new table as new_rows for each statement execute function repctl.{{ capture_fn | qi }}();
+{% if append_only %}
+drop trigger if exists {{ capture_triggers.update | qi }} on {{ table }};
+create trigger {{ capture_triggers.update | qi }} before update on {{ table }}
+  for each statement execute function repctl.{{ capture_fn | qi }}();
+drop trigger if exists {{ capture_triggers.delete | qi }} on {{ table }};
+create trigger {{ capture_triggers.delete | qi }} before delete on {{ table }}
+  for each statement execute function repctl.{{ capture_fn | qi }}();
+drop trigger if exists {{ capture_triggers.truncate | qi }} on {{ table }};
+create trigger {{ capture_triggers.truncate | qi }} before truncate on {{ table }}
+  for each statement execute function repctl.{{ capture_fn | qi }}();
+{% else %}
 drop trigger if exists {{ capture_triggers.update | qi }} on {{ table }};
 create trigger {{ capture_triggers.update | qi }} after update on {{ table }}
   referencing old table as old_rows new table as new_rows for each statement execute function repctl.{{ capture_fn | qi }}();
@@ -162,3 +184,4 @@ create trigger {{ capture_triggers.delete | qi }} after delete on {{ table }}
 drop trigger if exists {{ capture_triggers.truncate | qi }} on {{ table }};
 create trigger {{ capture_triggers.truncate | qi }} {% if versioned %}before{% else %}after{% endif %} truncate on {{ table }}
   for each statement execute function repctl.{{ capture_fn | qi }}();
+{% endif %}

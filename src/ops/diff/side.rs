@@ -58,7 +58,15 @@ impl TableOn {
             checksum: Checksum::text(&stored.columns),
             logical: stored.logical,
             columns: stored.columns.iter().map(find).collect::<Result<_>>()?,
-            key: stored.key.iter().map(find).collect::<Result<_>>()?,
+            // An append-only table's rows are compared whole (identical rows count as one).
+            key: if stored.append_only {
+                &stored.columns
+            } else {
+                &stored.key
+            }
+            .iter()
+            .map(find)
+            .collect::<Result<_>>()?,
             name,
             where_clause: stored.where_clause,
         })
