@@ -92,6 +92,20 @@ fn three_nodes_insert_at_once_without_a_key_conflict() {
         .collect();
     assert_eq!(offsets, [1, 2, 3]);
 
+    // A dry run shows each node's restart and changes no sequence.
+    let before = s.node("b").count("select last_value from public.t_id_seq");
+    let plan = s.repctl_ok(&["alter-table", "public.t", "--dry-run"], 0);
+    let restart = plan
+        .split("-- node b, then: alter sequence public.t_id_seq increment by 10 restart with ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert_eq!(restart.parse::<i64>().unwrap() % 10, 2, "{plan}");
+    assert_eq!(
+        s.node("b").count("select last_value from public.t_id_seq"),
+        before
+    );
+
     insert_everywhere(&s, "public.t", 150);
     insert_everywhere(&s, "public.u", 50);
     s.repctl_ok(&["drain"], 0);

@@ -14,7 +14,7 @@ pub const STRIDE: i64 = 10;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySequence {
     pub column: String,
-    /// Its name as SQL (`regclass` output, quoted where needed).
+    /// Its schema-qualified name as SQL.
     pub sequence: String,
     pub increment: i64,
     /// The last value handed out, or the next one before it is (after a start or restart).
@@ -37,10 +37,12 @@ pub fn key_sequences(
 ) -> Result<Vec<KeySequence>> {
     let rows = client
         .query(
-            "select k.col, s.seq::text, q.seqincrement
+            "select k.col, pg_catalog.format('%I.%I', n.nspname, c.relname), q.seqincrement
                from unnest($2::text[]) with ordinality as k(col, i)
               cross join lateral (select pg_catalog.pg_get_serial_sequence($1, k.col)::pg_catalog.regclass as seq) s
                join pg_catalog.pg_sequence q on q.seqrelid = s.seq
+               join pg_catalog.pg_class c on c.oid = s.seq
+               join pg_catalog.pg_namespace n on n.oid = c.relnamespace
               order by k.i",
             &[&table.sql(), &key],
         )

@@ -95,12 +95,14 @@ pub fn interleave(
             let h: i64 = tx
                 .query_one(
                     &format!(
-                        "select greatest(coalesce(max({})::bigint, 0), (select last_value from {})) from only {}",
+                        // The last value handed out: none since a restart (is_called false).
+                        "select greatest(coalesce(max({})::bigint, 0),
+                                         coalesce(pg_catalog.pg_sequence_last_value($1::text::pg_catalog.regclass), 0))
+                           from only {}",
                         quote_ident(&s.column),
-                        s.sequence,
                         local.sql()
                     ),
-                    &[],
+                    &[&s.sequence],
                 )
                 .with_context(|| format!("node {node}: reading the highest {} of {local}", s.column))?
                 .get(0);
