@@ -13,16 +13,10 @@ begin
 end
 $fn$;
 
--- How many changes this transaction holds (see repctl.hold).
+-- How many changes this transaction holds (see repctl.spill).
 create or replace function repctl.held_count() returns integer
 language sql stable set search_path = pg_catalog as $fn$
   select coalesce(nullif(current_setting('repctl.held_n', true), ''), '0')::integer
-$fn$;
-
--- A json array's elements as text, without the brackets.
-create or replace function repctl.json_elements(p_array json) returns text
-language sql immutable set search_path = pg_catalog as $fn$
-  select substr(p_array::text, 2, length(p_array::text) - 2)
 $fn$;
 
 -- Synchronous mode holds a transaction's first changes in the transaction itself (transaction-local
@@ -30,19 +24,11 @@ $fn$;
 -- commit the flush sends them as they are, and only a peer that does not take them gets them
 -- queued. A commit that delivers thus writes and deletes no queue row: no dead rows for the next
 -- commit's "anything older queued?" to walk, and nothing to read back. Held as the payload's
--- field lists (json text, comma-separated): the table, op, new and old image of each change.
-create or replace function repctl.hold(p_tbl text, p_ops text[], p_r jsonb[], p_o jsonb[], p_strict boolean) returns void
-language sql set search_path = pg_catalog, pg_temp as $fn$
-  -- One statement (a call of a PL/pgSQL function with one per setting took twice as long).
-  select set_config('repctl.held_n', (repctl.held_count() + cardinality(p_ops))::text, true),
-         set_config('repctl.held_t', concat_ws(',', nullif(current_setting('repctl.held_t', true), ''),
-                                               array_to_string(array_fill(to_json(p_tbl)::text, array[cardinality(p_ops)]), ',')), true),
-         set_config('repctl.held_op', concat_ws(',', nullif(current_setting('repctl.held_op', true), ''), repctl.json_elements(array_to_json(p_ops))), true),
-         set_config('repctl.held_r', concat_ws(',', nullif(current_setting('repctl.held_r', true), ''), repctl.json_elements(array_to_json(p_r))), true),
-         set_config('repctl.held_o', concat_ws(',', nullif(current_setting('repctl.held_o', true), ''), repctl.json_elements(array_to_json(p_o))), true),
-         case when p_strict then set_config('repctl.held_strict', 'on', true) end
-   where p_ops is not null
-$fn$;
+-- field lists (json text, comma-separated): the table, op, new and old image of each change, in
+-- repctl.held_t, _op, _r and _o, their number in repctl.held_n (the capture appends to them).
+-- The capture did this through two SQL functions before.
+drop function if exists repctl.hold(text, text[], jsonb[], jsonb[], boolean);
+drop function if exists repctl.json_elements(json);
 
 -- Queues what this transaction holds: for peer p_peer (a flush it failed), or for every peer
 -- before the transaction queues anything else (then everything after it queues too, in order,

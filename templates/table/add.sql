@@ -23,5 +23,6 @@ on conflict (name) do update set
   append_only = excluded.append_only;
 {% include "table/apply.sql" %}
 {% include "table/capture.sql" %}
+select repctl.build_table_apply();
 -- The capture function runs as repctl's agent, which may call the apply function.
 select repctl.adopt();

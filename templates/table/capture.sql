@@ -48,13 +48,25 @@ row({% for c in key_columns %}{{ alias | qi }}.{{ c | qi }}{% if not loop.last %
 {{ track_close() }}
 {%- endmacro -%}
 {%- set hold_limit = 100 -%}
-{#- Whether the capture holds a transaction's first changes (repctl.hold). Not a table whose rule
+{#- Whether the capture holds a transaction's first changes (see hold). Not a table whose rule
     compares versions (they are recorded as the changes queue), nor one with delta columns or an
     append-only one (the peer records a flush of them by their queue seqs, see repctl.unapplied). -#}
 {%- set holds = mode == "sync" and not versioned and not delta_columns and not append_only -%}
-{#- Whether a peer's failure fails the writer's transaction (--on-peer-failure error). -#}
-{%- macro strict() -%}
-{% if on_peer_failure == "error" %}true{% else %}false{% endif %}
+{#- Appends the changes c(op, r, o) of the subquery that follows to what the transaction holds (the
+    payload's field lists, json text, comma-separated; see repctl.spill), in one statement of the
+    capture itself: a call of a SQL function doing it cost twice as much (its body planned per call). -#}
+{%- macro hold() -%}
+perform set_config('repctl.held_n', (coalesce(nullif(current_setting('repctl.held_n', true), ''), '0')::integer + h.n)::text, true),
+                set_config('repctl.held_t', concat_ws(',', nullif(current_setting('repctl.held_t', true), ''), h.t), true),
+                set_config('repctl.held_op', concat_ws(',', nullif(current_setting('repctl.held_op', true), ''), h.op), true),
+                set_config('repctl.held_r', concat_ws(',', nullif(current_setting('repctl.held_r', true), ''), h.r), true),
+                set_config('repctl.held_o', concat_ws(',', nullif(current_setting('repctl.held_o', true), ''), h.o), true){% if on_peer_failure == "error" %},
+                -- --on-peer-failure error: a peer's failure fails this transaction.
+                set_config('repctl.held_strict', 'on', true){% endif %}
+
+          from (select count(*) as n, string_agg(to_json({{ name | ql }}::text)::text, ',') as t, string_agg(to_json(c.op)::text, ',') as op,
+                       string_agg(coalesce(c.r::text, 'null'), ',') as r, string_agg(coalesce(c.o::text, 'null'), ',') as o
+                  from
 {%- endmacro -%}
 -- Capture for {{ name | ql }} on node {{ node | ql }} ({{ mode | ql }} mode).
 create or replace function repctl.{{ capture_fn | qi }}() returns trigger
@@ -88,7 +100,7 @@ as $fn$
   end if;
 {% if holds %}
   -- The first {{ hold_limit }} changes of a transaction that has queued nothing are held in it
-  -- (repctl.hold) and sent at commit without passing through the queue.
+  -- (hold) and sent at commit without passing through the queue.
   if tg_op <> 'TRUNCATE' and current_setting('repctl.queued', true) is distinct from 'on' then
     v_room := greatest({{ hold_limit }} - coalesce(nullif(current_setting('repctl.held_n', true), ''), '0')::integer, 0);
     if tg_op = 'DELETE' then
@@ -98,17 +110,17 @@ as $fn$
     end if;
     if v_small then
       if tg_op = 'INSERT' then
-        perform repctl.hold({{ name | ql }}, array_agg('I'::text), array_agg(c.r), array_agg(null::jsonb), {{ strict() }})
-          from (select {{ image("n") }} as r from {{ filtered("new_rows") }} n) c;
+        {{ hold() }} (select 'I' as op, {{ image("n") }} as r, null::jsonb as o from {{ filtered("new_rows") }} n) c) h
+         where h.n > 0;
       elsif tg_op = 'UPDATE' then
-        perform repctl.hold({{ name | ql }}, array_agg(case when o.r is null then 'I' when n.r is null then 'D' else 'U' end),
-                            array_agg(n.r), array_agg(o.r), {{ strict() }})
-          from (select {{ key("n") }} as k, {{ image("n") }} as r from {{ filtered("new_rows") }} n) n
-          full join (select {{ key("o") }} as k, {{ image("o") }} as r from {{ filtered("old_rows") }} o) o on n.k = o.k
-         where n.r is distinct from o.r;
+        {{ hold() }} (select case when o.r is null then 'I' when n.r is null then 'D' else 'U' end as op, n.r, o.r as o
+                          from (select {{ key("n") }} as k, {{ image("n") }} as r from {{ filtered("new_rows") }} n) n
+                          full join (select {{ key("o") }} as k, {{ image("o") }} as r from {{ filtered("old_rows") }} o) o on n.k = o.k
+                         where n.r is distinct from o.r) c) h
+         where h.n > 0;
       else
-        perform repctl.hold({{ name | ql }}, array_agg('D'::text), array_agg(null::jsonb), array_agg(c.o), {{ strict() }})
-          from (select {{ image("o") }} as o from {{ filtered("old_rows") }} o) c;
+        {{ hold() }} (select 'D' as op, null::jsonb as r, {{ image("o") }} as o from {{ filtered("old_rows") }} o) c) h
+         where h.n > 0;
       end if;
       return null;
     end if;

@@ -11,3 +11,4 @@ drop function if exists repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb, 
 delete from repctl.version where tbl = {{ name | ql }};
 delete from repctl.queue where tbl = {{ name | ql }};
 delete from repctl.tables where name = {{ name | ql }};
+select repctl.build_table_apply();
