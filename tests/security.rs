@@ -984,7 +984,7 @@ fn a_tampered_apply_function_is_not_called() {
                insert into remote.stolen values (current_user);
                select pg_catalog.jsonb_array_elements(p)
              $$;
-             alter function repctl.{}(jsonb, boolean, text, jsonb, text[], text[])
+             alter function repctl.{}(jsonb, boolean, text, jsonb, text[], text[], boolean)
                security invoker set search_path = remote, pg_catalog;",
             qi(&apply_fn)
         ))

@@ -16,13 +16,26 @@ use postgres::Client;
 use postgres::types::Type;
 use serde::Serialize;
 
-use super::batch::{self, Batch, Body, Fetched};
+use super::batch::{self, Batch, Body, Fetched, Linked};
+use crate::catalog::links;
 use crate::locks;
 use crate::ops::queue;
 use crate::progress::Progress;
 
 /// Changes per batch (one transaction on the peer) unless told otherwise.
 pub const DEFAULT_BATCH: i64 = 5000;
+
+/// What a batch's apply should take: the peer's rows it writes stay locked that long, and writers
+/// there wait for them. Batches are sized by the time the last one took as well as by count.
+const BATCH_TIME: Duration = Duration::from_millis(50);
+/// The fewest changes a batch sized by time holds.
+const MIN_PACED: i64 = 20;
+/// How long an apply waits for a row lock on the peer (a writer there, a deadlock) before it gives
+/// up and its batch goes again, smaller: a writer there waits for an apply no longer than this
+/// plus the batch's own time.
+const APPLY_LOCK_TIMEOUT: &str = "100ms";
+/// How long drain goes on retrying a pair whose batches keep finding the peer's rows locked.
+const BUSY_FOR: Duration = Duration::from_secs(30);
 
 /// One pair's outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -69,7 +82,8 @@ pub fn pending(origin: &mut Client, peer: &str) -> Result<i64> {
         .get(0))
 }
 
-/// Applies batch `b` on the peer, recording `seqs` there as applied in the same transaction.
+/// Applies batch `b` on the peer, recording `seqs` there as applied in the same transaction. Its
+/// waits for row locks there are bounded (`APPLY_LOCK_TIMEOUT`, see `busy`).
 pub fn apply_batch(
     peer_client: &mut Client,
     origin_name: &str,
@@ -78,11 +92,13 @@ pub fn apply_batch(
 ) -> Result<(), postgres::Error> {
     match &b.body {
         Body::Images(payload) => peer_client.query_typed_one(
-            "select repctl.apply($1, $2::text::jsonb, $3)",
+            "select repctl.apply($1, $2::text::jsonb, $3)
+               from pg_catalog.set_config('lock_timeout', $4, true)",
             &[
                 (&origin_name, Type::TEXT),
                 (payload, Type::TEXT),
                 (&seqs, Type::INT8_ARRAY),
+                (&APPLY_LOCK_TIMEOUT, Type::TEXT),
             ],
         ),
         Body::Columns {
@@ -90,13 +106,15 @@ pub fn apply_batch(
             columns,
             values,
         } => peer_client.query_typed_one(
-            "select repctl.apply($1, $2::text::jsonb, $3, $4, $5)",
+            "select repctl.apply($1, $2::text::jsonb, $3, $4, $5)
+               from pg_catalog.set_config('lock_timeout', $6, true)",
             &[
                 (&origin_name, Type::TEXT),
                 (payload, Type::TEXT),
                 (&seqs, Type::INT8_ARRAY),
                 (columns, Type::TEXT_ARRAY),
                 (values, Type::TEXT_ARRAY),
+                (&APPLY_LOCK_TIMEOUT, Type::TEXT),
             ],
         ),
     }
@@ -115,11 +133,12 @@ fn apply_refused_columns(
     b: Batch,
     recorded: &[i64],
     refused: postgres::Error,
+    linked: &Linked,
 ) -> Result<(Batch, Result<(), postgres::Error>)> {
     let (first, last) = (b.seqs[0], *b.seqs.last().expect("a batch is never empty"));
     // A change committed late into an unsettled batch's range comes along: it is older than the
     // batch read ahead, and is delivered and removed with this one.
-    let Some(mut images) = batch::read_images_between(origin, peer, first, last)? else {
+    let Some(mut images) = batch::read_images_between(origin, peer, first, last, linked)? else {
         return Ok((b, Err(refused)));
     };
     images.settled = b.settled;
@@ -166,11 +185,18 @@ fn isolate_refused(
 ) -> Result<Delivered> {
     let mut count = 0;
     while count < size as i64 {
-        let Some(one) = batch::read_images(origin, peer, 1)? else {
+        let Some(one) = batch::read_image(origin, peer)? else {
             break;
         };
         let seq = one.seqs[0];
         if let Err(e) = apply_batch(peer_client, origin_name, &one, &one.seqs) {
+            if let Some(why) = busy(&e) {
+                return Ok(Delivered {
+                    count,
+                    busy: Some(why),
+                    ..Delivered::default()
+                });
+            }
             let Some(db) = e.as_db_error() else {
                 return Err(e).with_context(|| {
                     format!("node {peer}: applying change seq {seq} from {origin_name}")
@@ -195,8 +221,8 @@ fn isolate_refused(
                 )?;
                 return Ok(Delivered {
                     count,
-                    refused: None,
                     parked: Some(why),
+                    ..Delivered::default()
                 });
             }
             let why = format!("{why}; change: {}", one.shown());
@@ -204,7 +230,7 @@ fn isolate_refused(
             return Ok(Delivered {
                 count,
                 refused: Some(why),
-                parked: None,
+                ..Delivered::default()
             });
         }
         acknowledge(origin, peer, &one.seqs, true)?;
@@ -212,8 +238,7 @@ fn isolate_refused(
     }
     Ok(Delivered {
         count,
-        refused: None,
-        parked: None,
+        ..Delivered::default()
     })
 }
 
@@ -230,10 +255,21 @@ fn parkable(e: &postgres::error::DbError) -> bool {
 /// What one batch did: how many changes reached the peer, and why the pair stopped if the peer
 /// refused one (the changes before it are delivered, it and the rest stay queued), or which change
 /// was parked (the rest stay queued, for the next batch).
+#[derive(Default)]
 pub struct Delivered {
     pub count: i64,
     pub refused: Option<String>,
     pub parked: Option<String>,
+    /// The peer's rows were locked (by its writers, or a deadlock with them) longer than an apply
+    /// waits: nothing was refused, the changes stay queued and go again in a smaller batch.
+    pub busy: Option<String>,
+}
+
+/// Whether the peer gave up on a lock (`APPLY_LOCK_TIMEOUT`), broke a deadlock or could not
+/// serialize: what it says of the moment, not of the changes.
+fn busy(e: &postgres::Error) -> Option<String> {
+    let db = e.as_db_error()?;
+    matches!(db.code().code(), "55P03" | "40P01" | "40001").then(|| db.message().to_string())
 }
 
 /// What carries over from one batch of a pair to the next, so the origin's work overlaps the
@@ -245,11 +281,16 @@ pub struct Delivered {
 /// After a refused change is parked, batches start again at one change and double while they go
 /// through (`cap`): where refusals are many, a full batch would fail again and again (each failure
 /// an apply of the whole batch, rolled back, then one change at a time up to the next refusal).
+///
+/// `paced` is the batch size the last applies' times allow (`BATCH_TIME`; None before the first).
+/// `linked` is read from the peer at the pair's first batch (see `batch::Linked`).
 #[derive(Default, Clone)]
 pub struct Pipeline {
     ahead: Option<Batch>,
     unacked: Vec<i64>,
     cap: Option<i64>,
+    paced: Option<i64>,
+    linked: Option<Linked>,
 }
 
 impl Pipeline {
@@ -267,6 +308,21 @@ impl Pipeline {
     /// Whether a batch is read ahead (then the batch before may still be in the origin's queue).
     pub fn ready(&self) -> bool {
         self.ahead.is_some()
+    }
+
+    /// Sizes batches by the time the last one's apply took: as many as it applied in `BATCH_TIME`,
+    /// at most twice the batch before.
+    fn pace(&mut self, applied: usize, took: Duration) {
+        let applied = applied as i64;
+        let fit = (applied as f64 * BATCH_TIME.as_secs_f64()
+            / took.max(Duration::from_millis(1)).as_secs_f64()) as i64;
+        let grown = self.paced.unwrap_or(applied).max(applied).saturating_mul(2);
+        self.paced = Some(fit.clamp(MIN_PACED, grown.max(MIN_PACED)));
+    }
+
+    fn linked(&self) -> &Linked {
+        const NONE: &Linked = &Linked::new();
+        self.linked.as_ref().unwrap_or(NONE)
     }
 
     /// Removes the last delivered batch from the origin's queue now.
@@ -291,22 +347,26 @@ pub fn deliver_next(
     size: i64,
     next: impl Fn(i64) -> i64,
 ) -> Result<Delivered> {
-    let (requested, cap) = (size, pipe.cap.unwrap_or(i64::MAX));
+    let requested = size;
+    let cap = pipe
+        .cap
+        .unwrap_or(i64::MAX)
+        .min(pipe.paced.unwrap_or(i64::MAX));
     let size = size.min(cap);
+    if pipe.linked.is_none() {
+        pipe.linked = Some(
+            links::linked_tables(peer_client)
+                .with_context(|| format!("node {peer}: reading its foreign keys"))?,
+        );
+    }
     let b = match pipe.ahead.take() {
         Some(b) => b,
         None => {
             // A fresh read starts at the oldest queued change: the delivered batch must be gone.
             pipe.finish(origin, peer)?;
-            match batch::read(origin, peer, size)? {
+            match batch::read(origin, peer, size, pipe.linked())? {
                 Some(b) => b,
-                None => {
-                    return Ok(Delivered {
-                        count: 0,
-                        refused: None,
-                        parked: None,
-                    });
-                }
+                None => return Ok(Delivered::default()),
             }
         }
     };
@@ -345,6 +405,8 @@ fn deliver(
 ) -> Result<Delivered> {
     let last = *b.seqs.last().expect("a batch is never empty");
     let before = std::mem::take(&mut pipe.unacked);
+    let linked = pipe.linked().clone();
+    let mut took = Duration::ZERO;
     let (applied, origin_side) = std::thread::scope(|s| {
         let origin_side = s.spawn(|| -> Result<Option<Batch>> {
             let fetched = if next > 0 {
@@ -355,19 +417,21 @@ fn deliver(
             // The removal's transaction comes after the read, whose snapshot must not see it in
             // progress (`Batch::settled`), and runs while the batch is built.
             std::thread::scope(|s| {
-                let built = s.spawn(|| fetched.into_batch());
+                let built = s.spawn(|| fetched.into_batch(&linked));
                 if !before.is_empty() {
                     acknowledge(origin, peer, &before, true)?;
                 }
                 built.join().expect("building a batch does not panic")
             })
         });
+        let started = Instant::now();
         let applied = apply_batch(
             peer_client,
             origin_name,
             &b,
             &[before.as_slice(), &b.seqs].concat(),
         );
+        took = started.elapsed();
         (
             applied,
             origin_side
@@ -375,9 +439,29 @@ fn deliver(
                 .expect("the origin's thread does not panic"),
         )
     });
+    if let Err(e) = &applied
+        && let Some(why) = busy(e)
+    {
+        // Whatever was read ahead is read again after this batch, smaller.
+        origin_side?;
+        pipe.paced = Some((b.seqs.len() as i64 / 2).max(MIN_PACED));
+        return Ok(Delivered {
+            busy: Some(why),
+            ..Delivered::default()
+        });
+    }
     let (b, applied) = match applied {
         Err(e) if e.as_db_error().is_some() && matches!(b.body, Body::Columns { .. }) => {
-            apply_refused_columns(origin, peer_client, origin_name, peer, b, &before, e)?
+            apply_refused_columns(
+                origin,
+                peer_client,
+                origin_name,
+                peer,
+                b,
+                &before,
+                e,
+                &linked,
+            )?
         }
         applied => (b, applied),
     };
@@ -385,6 +469,7 @@ fn deliver(
         Ok(()) => {
             let ahead = origin_side?;
             let count = b.seqs.len() as i64;
+            pipe.pace(b.seqs.len(), took);
             match (b.settled, ahead) {
                 (true, Some(a)) => {
                     pipe.ahead = Some(a);
@@ -402,8 +487,7 @@ fn deliver(
             }
             Ok(Delivered {
                 count,
-                refused: None,
-                parked: None,
+                ..Delivered::default()
             })
         }
         Err(e) if e.as_db_error().is_some() => {
@@ -451,6 +535,7 @@ pub fn drain_pair(
         );
         let room = |delivered: i64| limit.map_or(batch, |l| (l - delivered).min(batch));
         let (mut delivered, mut pipe) = (0, Pipeline::default());
+        let mut busy_since: Option<Instant> = None;
         while room(delivered) > 0 {
             let d = deliver_next(
                 origin,
@@ -463,6 +548,19 @@ pub fn drain_pair(
             )?;
             delivered += d.count;
             progress.advance(d.count.max(0) as u64);
+            if let Some(why) = &d.busy {
+                let since = *busy_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > BUSY_FOR {
+                    anyhow::bail!(
+                        "pair {origin_name}->{peer}: node {peer} kept the rows of every batch locked for {} s (last: {why}); \
+                         its changes stay queued: drain again once the transactions there holding them end",
+                        BUSY_FOR.as_secs()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            busy_since = None;
             if d.parked.is_some() {
                 progress.advance(1);
                 parked += 1;

@@ -188,7 +188,8 @@ fn log_throughput(delivered: i64, since: Instant) {
 /// What a round did for a pair.
 struct Round {
     delivered: i64,
-    /// A refused change was parked: the pair has more to do at once.
+    /// A refused change was parked, or the batch found the peer's rows locked: the pair has more
+    /// to do at once.
     parked: bool,
 }
 
@@ -226,6 +227,13 @@ fn deliver_round(
     let d = drain::deliver_next(origin, peer, from, to, &mut state.pipe, batch, |_| batch)?;
     if let Some((_, delivered)) = &mut state.backlog {
         *delivered += d.count;
+    }
+    if let Some(why) = &d.busy {
+        debug!("{from} -> {to}: rows locked on {to}, batch goes again: {why}");
+        return Ok(Round {
+            delivered: d.count,
+            parked: true,
+        });
     }
     if let Some(why) = &d.parked {
         warn!("{from} -> {to}: parked (see repctl queue parked): {why}");

@@ -2,6 +2,7 @@
 
 pub mod history;
 pub mod ident;
+pub mod links;
 pub mod replicated;
 pub mod sequences;
 

@@ -54,9 +54,11 @@ $do$;
 create or replace function repctl.build_table_apply() returns void
 language plpgsql set search_path = pg_catalog, pg_temp as $fn$
 begin
+  -- It gained p_lock (see the tables' apply functions).
+  drop function if exists repctl.table_apply(text, jsonb, boolean, text, jsonb);
   execute format($f$
     create or replace function repctl.table_apply(p_fn text, p_changes jsonb, p_truncate boolean, p_origin text,
-                                                  p_versions jsonb)
+                                                  p_versions jsonb, p_lock boolean)
     returns repctl.apply_result[] language plpgsql set search_path = pg_catalog, pg_temp as $b$
     begin
       if false then
@@ -68,7 +70,7 @@ begin
     (select string_agg(format($w$
       elsif p_fn = %L then
         return (select array_agg(row(r.*)::repctl.apply_result)
-                  from repctl.%I(p_changes, p_truncate, p_origin, p_versions, null, null) as r);$w$, t.apply_fn, t.apply_fn),
+                  from repctl.%I(p_changes, p_truncate, p_origin, p_versions, null, null, p_lock) as r);$w$, t.apply_fn, t.apply_fn),
                        '' order by t.apply_fn)
        from repctl.tables t));
 end
@@ -166,7 +168,7 @@ begin
       -- A key new to the table may still have a version here (deleted here later than the
       -- insert, say): the versions must decide it, so the batch fails and comes again as row images.
       execute format($q$
-        with res as materialized (select * from repctl.%I($3, false, $2, null, $4, $5) as res where res.wins),
+        with res as materialized (select * from repctl.%I($3, false, $2, null, $4, $5, false) as res where res.wins),
         stamped as (
           insert into repctl.version as v (tbl, k, origin, ts)
           select $1, res.k, $2, res.ts from res
@@ -185,6 +187,9 @@ begin
         -- An increment applied twice would count twice; a row without a key would be there twice.
         v_changes := repctl.unapplied(p_origin, v_changes);
       end if;
+      if not v_segment.trunc then
+        perform repctl.table_apply(v_table.apply_fn, v_changes, false, p_origin, null, true);
+      end if;
       v_versions := null;
       if v_table.conflict in ('last-write-wins', 'node-priority') then
         select jsonb_agg(jsonb_build_object('k', v.k, 'origin', v.origin, 'ts', v.ts, 'n', v.n)) into v_versions
@@ -201,7 +206,7 @@ begin
       end if;
       -- The table's apply decides and writes the table (as its owner); what it decided is recorded
       -- by the statement below, run only when it returned anything.
-      v_results := repctl.table_apply(v_table.apply_fn, v_changes, v_segment.trunc, p_origin, v_versions);
+      v_results := repctl.table_apply(v_table.apply_fn, v_changes, v_segment.trunc, p_origin, v_versions, false);
       -- Nothing returned: no conflict, no version to record (the common case without versions).
       if v_results is not null then
         -- The audit log, versions, and this node's own changes superseded or sent back.

@@ -73,10 +73,11 @@ jsonb_object(array[{% for c in of %}{{ c.name | ql }}{% if not loop.last %}, {% 
 -- in p_versions (for the rules without versions, the keys this node has changes of queued for the
 -- origin), and its conflict decisions go back to repctl.apply, which records them.
 drop function if exists repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb);
--- Its result gained the version's count (n): a new result type is a new function.
+-- Its result gained the version's count (n), then it gained p_lock: a new function each time.
 drop function if exists repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb, text[], text[]);
+drop function if exists repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb, text[], text[], boolean);
 create or replace function repctl.{{ apply_fn | qi }}(p_changes jsonb, p_truncate boolean, p_origin text, p_versions jsonb,
-                                                      p_columns text[], p_values text[])
+                                                      p_columns text[], p_values text[], p_lock boolean)
 returns table (k jsonb, kind text, local_row jsonb, before_row jsonb, remote_row jsonb, wins boolean, ts timestamptz, n integer)
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
@@ -88,6 +89,25 @@ as $fn$
 declare
   v_inserted boolean := false;
 begin
+  if p_lock then
+{% if append_only %}
+    -- No key: nothing to lock, an insert decides nothing.
+    return;
+{% else %}
+    -- Before repctl.apply reads what decides on the batch's rows (their versions, or this node's
+    -- changes of them queued for the origin), the rows are locked, so that it decides on what it
+    -- then writes over: a writer here that changed one meanwhile has committed its row and its
+    -- version by then, and a later one waits for this batch. In key order, as every applier.
+    perform from {{ table }} as t
+     where ({{ keys("t") }}) in (select {{ typed_key("c") }} from (
+             select case when c.op = 'D' then c.o else c.r end - {{ non_key_columns | ql }}::text[] as k
+               from rows from (jsonb_array_elements_text(p_changes -> 'op'), jsonb_array_elements(p_changes -> 'r'),
+                               jsonb_array_elements(p_changes -> 'o')) as c(op, r, o)) as c)
+     order by {{ keys("t") }}
+       for update of t;
+    return;
+{% endif %}
+  end if;
 {% if append_only %}
   -- Append-only (no key): every change is an insert, and the table cannot be truncated. A batch
   -- replayed, or a synchronous flush delivered again by a drain, is left out by repctl.apply
@@ -361,5 +381,5 @@ begin
 {% endif %}
 end
 $fn$;
-revoke all on function repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb, text[], text[]) from public;
-alter function repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb, text[], text[]) owner to {{ table_owner | qi }};
+revoke all on function repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb, text[], text[], boolean) from public;
+alter function repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb, text[], text[], boolean) owner to {{ table_owner | qi }};
