@@ -412,7 +412,7 @@ fn a_drain_cut_off_while_removing_the_batch_before() {
     let (mut origin, mut peer) = (local.admin(), remote.admin());
     let mut pipe = Pipeline::default();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !repctl::apply::batch::read(&mut origin, "remote", 1)
+    while !repctl::apply::batch::read(&mut origin, "remote", 1, &Default::default())
         .unwrap()
         .unwrap()
         .settled
@@ -524,7 +524,7 @@ fn a_batch_read_during_a_transaction_is_not_settled() {
     local.exec("insert into late select generate_series(1, 10)");
     let mut reader = local.admin();
     let read = |c: &mut postgres::Client| {
-        repctl::apply::batch::read(c, "remote", 100)
+        repctl::apply::batch::read(c, "remote", 100, &Default::default())
             .unwrap()
             .expect("changes are queued")
     };

@@ -107,9 +107,9 @@ pub fn read(origin: &mut Client, peer: &str, size: i64, linked: &Linked) -> Resu
     fetch_after(origin, peer, size, i64::MIN)?.into_batch(linked)
 }
 
-/// The oldest queued change as a row image, whatever it is.
-pub fn read_image(origin: &mut Client, peer: &str) -> Result<Option<Batch>> {
-    build(&query_after(origin, peer, 1, i64::MIN)?, &Linked::new())
+/// The same as row images in queue order, whatever the changes are.
+pub fn read_images(origin: &mut Client, peer: &str, size: i64) -> Result<Option<Batch>> {
+    build(&query_after(origin, peer, size, i64::MIN)?, &Linked::new())
 }
 
 /// Every change queued from sequence number `first` to `last`, as row images: a batch of column

@@ -185,7 +185,7 @@ fn isolate_refused(
 ) -> Result<Delivered> {
     let mut count = 0;
     while count < size as i64 {
-        let Some(one) = batch::read_image(origin, peer)? else {
+        let Some(one) = batch::read_images(origin, peer, 1)? else {
             break;
         };
         let seq = one.seqs[0];

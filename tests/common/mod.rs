@@ -344,7 +344,7 @@ impl Setup {
     /// arrays, with no fallback to row images, then removes them from the queue as drain does.
     pub fn apply_as_column_arrays(&self, from: &str, to: &str) -> Result<(), postgres::Error> {
         let (mut origin, mut peer) = (self.node(from).admin(), self.node(to).admin());
-        let batch = repctl::apply::batch::read(&mut origin, to, 1000)
+        let batch = repctl::apply::batch::read(&mut origin, to, 1000, &Default::default())
             .unwrap()
             .expect("queued");
         assert!(
