@@ -5,10 +5,12 @@
 //! cargo run --release --example bench -- --write BENCHMARKS.md  # ... and updates BENCHMARKS.md
 //! cargo run --release --example bench -- --scale small --runs 1 --deliveries none,sync
 //! cargo run --release --example bench -- --soak 30             # 30 minutes of writes on a 3-node mesh
+//! cargo run --release --example bench -- --hot 30              # hot rows: conflicts, peer writers, TPC-B
 //! ```
 //!
 //! `--soak` runs only the soak (`support/soak.rs`): what repctl's own tables, `run`'s memory and
-//! the writers' TPS do over time.
+//! the writers' TPS do over time. `--hot SECONDS` runs only the hot-rows bench (`support/hot.rs`):
+//! conflict-heavy delivery, the peer's writers during a drain, and TPC-B on two masters.
 //!
 //! It starts its own throwaway clusters (`repctl::cluster`): an origin, a peer, and a publisher with
 //! `wal_level = logical` for PostgreSQL's native logical replication. Every run, every delivery gets
@@ -48,6 +50,8 @@ use postgres::{Client, GenericClient};
 use repctl::cluster::{Cluster, ClusterOptions};
 use repctl::ops::verify;
 
+#[path = "support/hot.rs"]
+mod hot;
 #[path = "support/soak.rs"]
 mod soak;
 
@@ -2103,6 +2107,9 @@ struct Args {
     /// Run the soak instead, for this many minutes: a line a minute on stdout (markdown).
     #[arg(long, value_name = "MINUTES")]
     soak: Option<u32>,
+    /// Run the hot-rows bench instead, with TPC-B on both masters for this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    hot: Option<u64>,
     /// Transactions per second each soak writer offers (0: as fast as it goes).
     #[arg(long, default_value_t = 100)]
     soak_tps: u32,
@@ -2138,6 +2145,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(seconds) = args.hot {
+        return match hot::hot(&[exe.into(), REPCTL_CLI.into()], seconds.max(1)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(minutes) = args.soak {
         return match soak::soak(&[exe.into(), REPCTL_CLI.into()], minutes, args.soak_tps) {
             Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,294 @@
+//! `bench --hot`: hot rows between two local clusters, async, last-write-wins.
+//!
+//! 1. Conflict-heavy delivery: every row of a 20,000-row table updated on both nodes, then
+//!    `repctl drain` each way: every change delivered is a conflict.
+//! 2. Writers on the peer while a drain applies such a backlog there: their longest transaction.
+//! 3. TPC-B on both masters (two writers each, the history insert left out) with `repctl run`
+//!    delivering: TPS per node, and the time from the writers stopping until `repctl verify`
+//!    finds the nodes equal.
+
+use std::fmt::Write as _;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use postgres::Client;
+use repctl::cluster::{Cluster, ClusterOptions};
+
+const ROWS: i64 = 20_000;
+const NODES: [&str; 2] = ["a", "b"];
+const TPCB: &str = "
+create table pgbench_accounts (aid int primary key, bid int, abalance int, filler char(84));
+create table pgbench_tellers (tid int primary key, bid int, tbalance int, filler char(84));
+create table pgbench_branches (bid int primary key, bbalance int, filler char(88));
+insert into pgbench_accounts select g, 1, 0, '' from generate_series(1, 100000) g;
+insert into pgbench_tellers select g, 1, 0, '' from generate_series(1, 10) g;
+insert into pgbench_branches values (1, 0, '')";
+
+/// xorshift64: enough randomness for picking rows, no dependency.
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+struct Mesh {
+    clusters: Vec<Cluster>,
+    cli: Vec<std::ffi::OsString>,
+    config: std::path::PathBuf,
+    _work: tempfile::TempDir,
+}
+
+impl Mesh {
+    fn start(cli: &[std::ffi::OsString]) -> Result<Mesh> {
+        let opts = ClusterOptions {
+            extra_settings: vec![("synchronous_commit".into(), "on".into())],
+            ..Default::default()
+        };
+        let mut clusters = vec![];
+        let mut config = String::from("agent_superuser = true\n");
+        for n in NODES {
+            let c = Cluster::start(&opts).with_context(|| format!("starting cluster {n}"))?;
+            super::stop_when_process_exits(&c);
+            c.create_database("hot", None)?;
+            let _ = writeln!(
+                config,
+                "[nodes.{n}]\ndsn = {:?}\npeer_dsn = {:?}",
+                c.dsn("hot", "postgres"),
+                c.tcp_dsn("hot", "postgres")
+            );
+            clusters.push(c);
+        }
+        let work = tempfile::tempdir()?;
+        let path = work.path().join("repctl.toml");
+        std::fs::write(&path, config)?;
+        Ok(Mesh {
+            clusters,
+            cli: cli.to_vec(),
+            config: path,
+            _work: work,
+        })
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.cli[0]);
+        cmd.args(&self.cli[1..])
+            .arg("--config")
+            .arg(&self.config)
+            .args(args);
+        cmd
+    }
+
+    fn ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.command(args).output()?;
+        ensure!(
+            out.status.success(),
+            "repctl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn connect(&self, node: usize) -> Result<Client> {
+        self.clusters[node].connect("hot")
+    }
+
+    fn setup(&self, ddl: &str, tables: &[&str]) -> Result<()> {
+        for c in &self.clusters {
+            c.execute_admin("hot", ddl)?;
+        }
+        self.ok(&["init"])?;
+        for t in tables {
+            self.ok(&[
+                "add-table",
+                t,
+                "--mode",
+                "async",
+                "--conflict",
+                "last-write-wins",
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Changes per second of `repctl drain --from --to`.
+    fn drain(&self, from: &str, to: &str) -> Result<(i64, f64)> {
+        let out = self.ok(&["drain", "--from", from, "--to", to, "--json"])?;
+        let pairs: serde_json::Value = serde_json::from_str(&out)?;
+        Ok((
+            pairs[0]["delivered"].as_i64().unwrap_or(0),
+            pairs[0]["seconds"].as_f64().unwrap_or(0.0),
+        ))
+    }
+}
+
+/// Updates every row of `hot.t` on each node (one statement a node): a conflict per change.
+fn both_update_all(m: &Mesh) -> Result<()> {
+    for (k, _) in NODES.iter().enumerate() {
+        m.connect(k)?.batch_execute(&format!(
+            "update hot.t set v = v + {}, note = md5(random()::text)",
+            k + 1
+        ))?;
+    }
+    Ok(())
+}
+
+/// Single-row updates of random rows of `hot.t` on `node` until `stop`: the longest one.
+fn peer_writer(mut c: Client, seed: u64, stop: &AtomicBool) -> Result<Duration> {
+    let (mut x, mut longest) = (seed | 1, Duration::ZERO);
+    let update = c.prepare("update hot.t set v = v + 1 where id = $1")?;
+    while !stop.load(Ordering::Relaxed) {
+        let id = (next(&mut x) % ROWS as u64 + 1) as i32;
+        let started = Instant::now();
+        c.execute(&update, &[&id])?;
+        longest = longest.max(started.elapsed());
+    }
+    Ok(longest)
+}
+
+/// TPC-B transactions until `stop`; how many committed.
+fn tpcb(mut c: Client, seed: u64, stop: &AtomicBool) -> Result<u64> {
+    let mut x = seed | 1;
+    let mut done = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let (aid, tid) = (
+            (next(&mut x) % 100_000 + 1) as i32,
+            (next(&mut x) % 10 + 1) as i32,
+        );
+        let delta = (next(&mut x) % 10_001) as i32 - 5000;
+        let mut tx = c.transaction()?;
+        tx.execute(
+            "update pgbench_accounts set abalance = abalance + $2 where aid = $1",
+            &[&aid, &delta],
+        )?;
+        tx.execute(
+            "update pgbench_tellers set tbalance = tbalance + $2 where tid = $1",
+            &[&tid, &delta],
+        )?;
+        tx.execute(
+            "update pgbench_branches set bbalance = bbalance + $1 where bid = 1",
+            &[&delta],
+        )?;
+        tx.commit()?;
+        done += 1;
+    }
+    Ok(done)
+}
+
+pub fn hot(cli: &[std::ffi::OsString], seconds: u64) -> Result<()> {
+    let mut report = String::from(
+        "| hot rows (two local clusters, async, last-write-wins) | figure |\n|---|--:|\n",
+    );
+    let m = Mesh::start(cli)?;
+    m.setup(
+        &format!(
+            "create schema hot; create table hot.t (id int primary key, v int, note text);
+                  insert into hot.t select g, 0, 'x' from generate_series(1, {ROWS}) g"
+        ),
+        &["hot.t"],
+    )?;
+    both_update_all(&m)?;
+    let (ab, ab_s) = m.drain("a", "b")?;
+    let (ba, ba_s) = m.drain("b", "a")?;
+    let _ = writeln!(
+        report,
+        "| conflict-heavy delivery a→b (every change a conflict, loses there), changes/s | {:.0} |",
+        ab as f64 / ab_s
+    );
+    let _ = writeln!(
+        report,
+        "| conflict-heavy delivery b→a (every change a conflict, wins there), changes/s | {:.0} |",
+        ba as f64 / ba_s
+    );
+    let _ = writeln!(
+        report,
+        "| conflict-heavy delivery, both ways, changes/s | {:.0} |",
+        (ab + ba) as f64 / (ab_s + ba_s)
+    );
+
+    both_update_all(&m)?;
+    let stop = AtomicBool::new(false);
+    let (longest, drained) = std::thread::scope(|s| -> Result<(Duration, (i64, f64))> {
+        let writers: Vec<_> = (0..2u64)
+            .map(|k| {
+                let (c, stop) = (m.connect(1), &stop);
+                s.spawn(move || peer_writer(c?, 0x9e37_79b9 * (k + 1), stop))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let drained = m.drain("a", "b");
+        stop.store(true, Ordering::Relaxed);
+        let mut longest = Duration::ZERO;
+        for w in writers {
+            longest = longest.max(w.join().expect("writer thread")?);
+        }
+        Ok((longest, drained?))
+    })?;
+    let _ = writeln!(
+        report,
+        "| peer writers' longest transaction while a drain applies {} conflicting changes there, ms | {:.0} |",
+        drained.0,
+        longest.as_secs_f64() * 1000.0
+    );
+    drop(m);
+
+    let m = Mesh::start(cli)?;
+    m.setup(
+        TPCB,
+        &[
+            "public.pgbench_accounts",
+            "public.pgbench_tellers",
+            "public.pgbench_branches",
+        ],
+    )?;
+    let log = tempfile::NamedTempFile::new()?;
+    let mut run = m
+        .command(&["run"])
+        .stdout(Stdio::null())
+        .stderr(log.reopen()?)
+        .spawn()?;
+    let stop = AtomicBool::new(false);
+    let done = std::thread::scope(|s| -> Result<Vec<u64>> {
+        let writers: Vec<_> = (0..4u64)
+            .map(|k| {
+                let (c, stop) = (m.connect(k as usize % 2), &stop);
+                s.spawn(move || tpcb(c?, 0x2545_f491 * (k + 1), stop))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(seconds));
+        stop.store(true, Ordering::Relaxed);
+        writers
+            .into_iter()
+            .map(|w| w.join().expect("writer thread"))
+            .collect()
+    })?;
+    let stopped = Instant::now();
+    while !m.command(&["verify"]).output()?.status.success() {
+        ensure!(
+            stopped.elapsed() < Duration::from_secs(600),
+            "TPC-B: nodes not equal 10 min after the writers stopped; run's log: {}",
+            std::fs::read_to_string(log.path()).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let equal = stopped.elapsed();
+    let _ = run.kill();
+    let _ = run.wait();
+    let tps = |node: usize| (done[node] + done[node + 2]) as f64 / seconds as f64;
+    let _ = writeln!(
+        report,
+        "| TPC-B {seconds} s on both masters, 2 writers each, `repctl run`: TPS a / b | {:.0} / {:.0} |",
+        tps(0),
+        tps(1)
+    );
+    let _ = writeln!(
+        report,
+        "| TPC-B: nodes equal after the writers stopped, s (verify's own time included) | {:.1} |",
+        equal.as_secs_f64()
+    );
+    println!("{report}");
+    Ok(())
+}
