@@ -288,7 +288,7 @@ begin
       end as conflict
       from {% if added %}merged{% else %}here{% endif %} as h
   ), decided as (
-    select j.*, {% if versioned %}v.ts = j.ts and v.origin = p_origin as replayed, {% endif %}case
+    select j.*, {% if versioned %}v.ts = j.ts and v.origin = p_origin as replayed, v.origin <> p_origin as crossed, {% endif %}case
 {% if merging %}
         -- Only delta columns incremented: into the row here; a row gone here stays gone.
         when not j.nchanged and not j.del then j.cur is not null
@@ -370,7 +370,13 @@ begin
   -- A change that loses to this node's version was concurrent with it, even where the images
   -- alone show no difference: a conflict of the kind its shape gives. One applied here already
   -- (a replay) is none.
-  select d.k, case when d.replayed then null else coalesce(d.conflict, case when not d.wins then {{ shape_kind("d") }} end) end,
+  select d.k, case when d.replayed then null
+                   else coalesce(d.conflict, case when not d.wins then {{ shape_kind("d") }} end{% if not merging %},
+                                 -- Winning over another node's version of a row that is not what the
+                                 -- origin started from: concurrent, though the values coincide.
+                                 case when d.crossed and case when d.first_op = 'I' then d.cur is not null
+                                                              else d.cur is distinct from d.first_o end
+                                      then {{ shape_kind("d") }} end{% endif %}) end,
          d.cur, d.first_o, case when d.del then null else d.img end, d.wins, d.ts, d.n
     from decided as d;
 {% else %}
