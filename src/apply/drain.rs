@@ -27,9 +27,11 @@ pub const DEFAULT_BATCH: i64 = 5000;
 
 /// What a batch's apply should take: the peer's rows it writes stay locked that long, and writers
 /// there wait for them. Batches are sized by the time the last one took as well as by count.
-const BATCH_TIME: Duration = Duration::from_millis(50);
-/// The fewest changes a batch sized by time holds.
+const BATCH_TIME: Duration = Duration::from_millis(80);
+/// The fewest changes a batch sized by time holds, and the size of a pair's first batch (its
+/// apply's time unknown yet).
 const MIN_PACED: i64 = 20;
+const FIRST_PACED: i64 = 500;
 /// How long an apply waits for a row lock on the peer (a writer there, a deadlock) before it gives
 /// up and its batch goes again, smaller: a writer there waits for an apply no longer than this
 /// plus the batch's own time.
@@ -351,7 +353,7 @@ pub fn deliver_next(
     let cap = pipe
         .cap
         .unwrap_or(i64::MAX)
-        .min(pipe.paced.unwrap_or(i64::MAX));
+        .min(pipe.paced.unwrap_or(FIRST_PACED));
     let size = size.min(cap);
     if pipe.linked.is_none() {
         pipe.linked = Some(
