@@ -27,6 +27,32 @@ fn delivered(s: &Setup, from: &str, to: &str) -> i64 {
         .unwrap()
 }
 
+/// A writer on each node, each in a transaction that has updated row 1 of `table` (id, v) and
+/// holds its lock; each has opened its cached peer connection before, so their commits only apply.
+fn writers_holding_row_1(s: &Setup, table: &str) -> Vec<postgres::Client> {
+    let mut writers: Vec<_> = ["local", "remote"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut c = s.node(n).admin();
+            c.batch_execute(&format!(
+                "update {table} set v = {} where id = 1",
+                -1 - i as i32
+            ))
+            .unwrap();
+            c
+        })
+        .collect();
+    for (i, c) in writers.iter_mut().enumerate() {
+        c.batch_execute(&format!(
+            "begin; update {table} set v = {} where id = 1",
+            i + 1
+        ))
+        .unwrap_or_else(|e| panic!("writer {i}: {e}"));
+    }
+    writers
+}
+
 fn queued(s: &Setup, node: &str) -> i64 {
     s.node(node).count("select count(*) from repctl.queue")
 }
@@ -134,21 +160,7 @@ fn crossing_flushes_on_the_same_row_give_up_quickly() {
         &["--conflict", "last-write-wins"],
     );
     s.node("local").exec("insert into x values (1, 0)");
-    let mut writers: Vec<_> = ["local", "remote"]
-        .into_iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let mut c = s.node(n).admin();
-            // Opens the cached peer connection first, so the commits below only apply.
-            c.batch_execute(&format!("update x set v = {} where id = 1", -1 - i as i32))
-                .unwrap();
-            c
-        })
-        .collect();
-    for (i, c) in writers.iter_mut().enumerate() {
-        c.batch_execute(&format!("begin; update x set v = {} where id = 1", i + 1))
-            .unwrap_or_else(|e| panic!("writer {i}: {e}"));
-    }
+    let mut writers = writers_holding_row_1(&s, "x");
     // Both rows are locked on their own node; commit both at once.
     let started = Instant::now();
     let took: Vec<Duration> = std::thread::scope(|scope| {
@@ -170,4 +182,25 @@ fn crossing_flushes_on_the_same_row_give_up_quickly() {
     // different: an apply decides on the versions it read before waiting for the row lock, see
     // the report of issue 15; not this test's subject.)
     s.repctl_ok(&["drain"], 0);
+}
+
+/// Crossing flushes where one apply waits for the row lock while the other node's commit comes and
+/// goes: the apply decides on the row as it is once it holds the lock (that commit's change), not
+/// as its statement's snapshot saw it, so the conflict is seen and both nodes end with one row.
+#[test]
+fn an_apply_that_waited_for_the_row_decides_on_its_newest_version() {
+    let s = pair_with("y", "id int primary key, v int", &[]);
+    s.node("local").exec("insert into y values (1, 0)");
+    let mut writers = writers_holding_row_1(&s, "y");
+    let (local, remote) = writers.split_at_mut(1);
+    std::thread::scope(|scope| {
+        // local's apply on remote waits for remote's row lock and gives up after the flush's
+        // lock timeout; remote's commit starts meanwhile and its apply on local waits for local's
+        // commit, then goes on with a snapshot from before it.
+        scope.spawn(|| local[0].batch_execute("commit").unwrap());
+        std::thread::sleep(Duration::from_millis(40));
+        remote[0].batch_execute("commit").unwrap();
+    });
+    s.repctl_ok(&["drain"], 0);
+    s.repctl_ok(&["verify", "--rows"], 0);
 }
