@@ -117,7 +117,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: &AtomicBool) -> Result<()> 
                     Ok(round) => {
                         let count = round.delivered;
                         window_delivered += count;
-                        let more = state.pipe.ready() || round.parked || state.pipe.ramping();
+                        let more = state.pipe.ready() || round.again || state.pipe.ramping();
                         busy |= count == opts.batch || more;
                         state.quiet = count == 0 && !more;
                         if count > 0 {
@@ -190,7 +190,7 @@ struct Round {
     delivered: i64,
     /// A refused change was parked, or the batch found the peer's rows locked: the pair has more
     /// to do at once.
-    parked: bool,
+    again: bool,
 }
 
 /// One batch for one pair; takes the pair lock (and settles a cut-off batch) the first time.
@@ -204,7 +204,7 @@ fn deliver_round(
 ) -> Result<Round> {
     let idle = Round {
         delivered: 0,
-        parked: false,
+        again: false,
     };
     if !state.locked {
         if !locks::take_pair_unless_wanted(origin, to)? {
@@ -232,14 +232,14 @@ fn deliver_round(
         debug!("{from} -> {to}: rows locked on {to}, batch goes again: {why}");
         return Ok(Round {
             delivered: d.count,
-            parked: true,
+            again: true,
         });
     }
     if let Some(why) = &d.parked {
         warn!("{from} -> {to}: parked (see repctl queue parked): {why}");
         return Ok(Round {
             delivered: d.count,
-            parked: true,
+            again: true,
         });
     }
     if let Some(why) = &d.refused {
