@@ -84,6 +84,9 @@ impl ToSql for TextArray {
 /// foreign key links them there (`catalog::links`).
 pub type Linked = BTreeSet<String>;
 
+/// No table linked: a batch keeps the queue's order only within each table.
+pub const UNLINKED: &Linked = &Linked::new();
+
 /// What the origin returned for the next batch: nothing queued, a batch of column arrays, or the
 /// read statement's rows, to `build` a batch of (off the connection).
 pub enum Fetched {
@@ -109,7 +112,7 @@ pub fn read(origin: &mut Client, peer: &str, size: i64, linked: &Linked) -> Resu
 
 /// The same as row images in queue order, whatever the changes are.
 pub fn read_images(origin: &mut Client, peer: &str, size: i64) -> Result<Option<Batch>> {
-    build(&query_after(origin, peer, size, i64::MIN)?, &Linked::new())
+    build(&query_after(origin, peer, size, i64::MIN)?, UNLINKED)
 }
 
 /// Every change queued from sequence number `first` to `last`, as row images: a batch of column

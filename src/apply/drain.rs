@@ -127,6 +127,7 @@ pub fn apply_batch(
 /// has included) rolls it back, and the same changes go again, as row images, which are compared
 /// and decided on. Returns the batch applied, or tried, last; `recorded` goes with it as in
 /// `deliver`.
+#[allow(clippy::too_many_arguments)]
 fn apply_refused_columns(
     origin: &mut Client,
     peer_client: &mut Client,
@@ -322,11 +323,6 @@ impl Pipeline {
         self.paced = Some(fit.clamp(MIN_PACED, grown.max(MIN_PACED)));
     }
 
-    fn linked(&self) -> &Linked {
-        const NONE: &Linked = &Linked::new();
-        self.linked.as_ref().unwrap_or(NONE)
-    }
-
     /// Removes the last delivered batch from the origin's queue now.
     pub fn finish(&mut self, origin: &mut Client, peer: &str) -> Result<()> {
         if !self.unacked.is_empty() {
@@ -366,7 +362,12 @@ pub fn deliver_next(
         None => {
             // A fresh read starts at the oldest queued change: the delivered batch must be gone.
             pipe.finish(origin, peer)?;
-            match batch::read(origin, peer, size, pipe.linked())? {
+            match batch::read(
+                origin,
+                peer,
+                size,
+                pipe.linked.as_ref().unwrap_or(batch::UNLINKED),
+            )? {
                 Some(b) => b,
                 None => return Ok(Delivered::default()),
             }
@@ -407,7 +408,7 @@ fn deliver(
 ) -> Result<Delivered> {
     let last = *b.seqs.last().expect("a batch is never empty");
     let before = std::mem::take(&mut pipe.unacked);
-    let linked = pipe.linked().clone();
+    let linked = pipe.linked.as_ref().unwrap_or(batch::UNLINKED);
     let mut took = Duration::ZERO;
     let (applied, origin_side) = std::thread::scope(|s| {
         let origin_side = s.spawn(|| -> Result<Option<Batch>> {
@@ -419,7 +420,7 @@ fn deliver(
             // The removal's transaction comes after the read, whose snapshot must not see it in
             // progress (`Batch::settled`), and runs while the batch is built.
             std::thread::scope(|s| {
-                let built = s.spawn(|| fetched.into_batch(&linked));
+                let built = s.spawn(|| fetched.into_batch(linked));
                 if !before.is_empty() {
                     acknowledge(origin, peer, &before, true)?;
                 }
@@ -462,7 +463,7 @@ fn deliver(
                 b,
                 &before,
                 e,
-                &linked,
+                linked,
             )?
         }
         applied => (b, applied),
