@@ -54,6 +54,8 @@ use repctl::ops::verify;
 mod hot;
 #[path = "support/soak.rs"]
 mod soak;
+#[path = "support/tpcb.rs"]
+mod tpcb;
 
 /// First argument that turns the bench binary into `repctl`.
 pub const REPCTL_CLI: &str = "--repctl-cli";

@@ -2,6 +2,8 @@
 //! (one account, one of ten tellers, the one branch), with `repctl run` delivering.
 
 mod common;
+#[path = "../examples/support/tpcb.rs"]
+mod tpcb;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -9,55 +11,16 @@ use std::time::{Duration, Instant};
 use common::Setup;
 use common::run::{start_run, stop_run, wait_drained};
 
-/// pgbench's TPC-B tables at a tenth of scale 1 (the history insert left out).
-const TPCB: &str = "
-create table pgbench_accounts (aid int primary key, bid int, abalance int, filler char(84));
-create table pgbench_tellers (tid int primary key, bid int, tbalance int, filler char(84));
-create table pgbench_branches (bid int primary key, bbalance int, filler char(88));
-insert into pgbench_accounts select g, 1, 0, '' from generate_series(1, 10000) g;
-insert into pgbench_tellers select g, 1, 0, '' from generate_series(1, 10) g;
-insert into pgbench_branches values (1, 0, '')";
-
-const TABLES: [&str; 3] = [
-    "public.pgbench_accounts",
-    "public.pgbench_tellers",
-    "public.pgbench_branches",
-];
+/// A tenth of TPC-B's scale 1.
+const ACCOUNTS: i32 = 10_000;
 
 /// TPC-B transactions on `node` until `stop`; returns how many committed and the longest one.
-fn tpcb(node: &common::Node, seed: u64, stop: &AtomicBool) -> (u64, Duration) {
+fn writer(node: &common::Node, seed: u64, stop: &AtomicBool) -> (u64, Duration) {
     let mut c = node.admin();
-    let (mut x, mut done, mut longest) = (seed | 1, 0, Duration::ZERO);
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let (mut rng, mut done, mut longest) = (seed | 1, 0, Duration::ZERO);
     while !stop.load(Ordering::Relaxed) {
-        let (aid, tid, delta) = (
-            (next() % 10_000 + 1) as i32,
-            (next() % 10 + 1) as i32,
-            (next() % 10_001) as i32 - 5000,
-        );
         let started = Instant::now();
-        let mut tx = c.transaction().unwrap();
-        tx.execute(
-            "update pgbench_accounts set abalance = abalance + $2 where aid = $1",
-            &[&aid, &delta],
-        )
-        .unwrap();
-        tx.execute(
-            "update pgbench_tellers set tbalance = tbalance + $2 where tid = $1",
-            &[&tid, &delta],
-        )
-        .unwrap();
-        tx.execute(
-            "update pgbench_branches set bbalance = bbalance + $1 where bid = 1",
-            &[&delta],
-        )
-        .unwrap();
-        tx.commit().unwrap();
+        tpcb::transaction(&mut c, &mut rng, ACCOUNTS).unwrap();
         longest = longest.max(started.elapsed());
         done += 1;
     }
@@ -73,10 +36,10 @@ fn tpcb(node: &common::Node, seed: u64, stop: &AtomicBool) -> (u64, Duration) {
 fn tpcb_on_two_masters_converges() {
     let s = Setup::owned(&["a", "b"], false);
     for n in &s.nodes {
-        n.exec(TPCB);
+        n.exec(&tpcb::tables(ACCOUNTS));
     }
     s.repctl_ok(&["init"], 0);
-    for t in TABLES {
+    for t in tpcb::TABLES {
         s.repctl_ok(
             &[
                 "add-table",
@@ -99,7 +62,7 @@ fn tpcb_on_two_masters_converges() {
             .enumerate()
             .map(|(k, (n, _))| {
                 let stop = &stop;
-                scope.spawn(move || tpcb(n, 0x9e37_79b9 * (k as u64 + 1), stop))
+                scope.spawn(move || writer(n, 0x9e37_79b9 * (k as u64 + 1), stop))
             })
             .collect();
         std::thread::sleep(Duration::from_secs(8));

@@ -16,24 +16,12 @@ use anyhow::{Context, Result, ensure};
 use postgres::Client;
 use repctl::cluster::{Cluster, ClusterOptions};
 
+use super::tpcb::{self, next};
+
 const ROWS: i64 = 20_000;
 const NODES: [&str; 2] = ["a", "b"];
-const TPCB: &str = "
-create table pgbench_accounts (aid int primary key, bid int, abalance int, filler char(84));
-create table pgbench_tellers (tid int primary key, bid int, tbalance int, filler char(84));
-create table pgbench_branches (bid int primary key, bbalance int, filler char(88));
-insert into pgbench_accounts select g, 1, 0, '' from generate_series(1, 100000) g;
-insert into pgbench_tellers select g, 1, 0, '' from generate_series(1, 10) g;
-insert into pgbench_branches values (1, 0, '')";
-
-/// xorshift64: enough randomness for picking rows, no dependency.
-fn next(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
-}
-
+/// TPC-B at scale 1.
+const ACCOUNTS: i32 = 100_000;
 struct Mesh {
     clusters: Vec<Cluster>,
     cli: Vec<std::ffi::OsString>,
@@ -151,28 +139,9 @@ fn peer_writer(mut c: Client, seed: u64, stop: &AtomicBool) -> Result<Duration> 
 
 /// TPC-B transactions until `stop`; how many committed.
 fn tpcb(mut c: Client, seed: u64, stop: &AtomicBool) -> Result<u64> {
-    let mut x = seed | 1;
-    let mut done = 0;
+    let (mut rng, mut done) = (seed | 1, 0);
     while !stop.load(Ordering::Relaxed) {
-        let (aid, tid) = (
-            (next(&mut x) % 100_000 + 1) as i32,
-            (next(&mut x) % 10 + 1) as i32,
-        );
-        let delta = (next(&mut x) % 10_001) as i32 - 5000;
-        let mut tx = c.transaction()?;
-        tx.execute(
-            "update pgbench_accounts set abalance = abalance + $2 where aid = $1",
-            &[&aid, &delta],
-        )?;
-        tx.execute(
-            "update pgbench_tellers set tbalance = tbalance + $2 where tid = $1",
-            &[&tid, &delta],
-        )?;
-        tx.execute(
-            "update pgbench_branches set bbalance = bbalance + $1 where bid = 1",
-            &[&delta],
-        )?;
-        tx.commit()?;
+        tpcb::transaction(&mut c, &mut rng, ACCOUNTS)?;
         done += 1;
     }
     Ok(done)
@@ -236,14 +205,7 @@ pub fn hot(cli: &[std::ffi::OsString], seconds: u64) -> Result<()> {
     drop(m);
 
     let m = Mesh::start(cli)?;
-    m.setup(
-        TPCB,
-        &[
-            "public.pgbench_accounts",
-            "public.pgbench_tellers",
-            "public.pgbench_branches",
-        ],
-    )?;
+    m.setup(&tpcb::tables(ACCOUNTS), &tpcb::TABLES)?;
     let log = tempfile::NamedTempFile::new()?;
     let mut run = m
         .command(&["run"])
