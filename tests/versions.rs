@@ -103,7 +103,7 @@ fn upgrade_from_an_old_major_to_a_new_one() {
     // 5. The new node's sequences past the old node's, with the README's query.
     let (old, new) = (s.node("old"), s.node("new"));
     for setval in old.admin().query(
-        "select format('select setval(%L, %s);', format('%I.%I', schemaname, sequencename), coalesce(last_value, 1) + 1000000000) from pg_sequences",
+        "select format('select setval(%L, %s);', format('%I.%I', schemaname, sequencename), coalesce(last_value, 1) + 1000000000) from pg_sequences where schemaname <> 'repctl'",
         &[],
     ).unwrap() {
         new.exec(setval.get(0));
