@@ -393,10 +393,56 @@ pub fn installed_version(client: &mut Client) -> Result<Option<String>> {
         .map(|r| r.get(0)))
 }
 
-/// Fails with what to do when a node has no repctl schema.
-pub fn require_installed(client: &mut Client, node: &str) -> Result<()> {
+/// The version of repctl's schema (its tables and functions) this repctl installs. A change to
+/// an installed schema's shape raises it, with a step in templates/node/migrations.sql that init
+/// runs on nodes recording a lower one.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// The schema version a node's repctl.meta records, or None when `repctl init` has not run there.
+/// Installs from before versions were recorded count as 0.
+pub fn installed_schema(client: &mut Client) -> Result<Option<i32>> {
     if installed_version(client)?.is_none() {
+        return Ok(None);
+    }
+    let recorded: Option<String> = client
+        .query_opt(
+            "select value from repctl.meta where key = 'schema_version'",
+            &[],
+        )?
+        .map(|r| r.get(0));
+    match recorded {
+        None => Ok(Some(0)),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .with_context(|| format!("repctl.meta schema_version {v:?} is not a number")),
+    }
+}
+
+/// Refuses a node whose schema a newer repctl installed: this one's functions would replace
+/// that one's and its migrations would not know the newer shape.
+pub fn refuse_newer_schema(node: &str, installed: i32) -> Result<()> {
+    if installed > SCHEMA_VERSION {
+        anyhow::bail!(
+            "node {node}: its repctl schema is version {installed}, newer than this repctl's \
+             ({SCHEMA_VERSION}, repctl {}); use the repctl that installed it or a newer one",
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+    Ok(())
+}
+
+/// Fails with what to do when a node has no repctl schema, or one of another version.
+pub fn require_installed(client: &mut Client, node: &str) -> Result<()> {
+    let Some(installed) = installed_schema(client)? else {
         anyhow::bail!("node {node}: repctl is not installed there; run `repctl init` first");
+    };
+    refuse_newer_schema(node, installed)?;
+    if installed < SCHEMA_VERSION {
+        anyhow::bail!(
+            "node {node}: its repctl schema is version {installed}, older than this repctl's \
+             ({SCHEMA_VERSION}); run `repctl init` to upgrade it"
+        );
     }
     Ok(())
 }

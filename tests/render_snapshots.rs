@@ -38,6 +38,37 @@ fn init_masks_passwords_in_dry_run() {
     insta::assert_snapshot!("init_local_dry_run", s.sql);
 }
 
+/// A node's init runs the migrations past the schema version it records, and only those: a node
+/// at this version renders as a new one does (but for what only a new table needs).
+#[test]
+fn init_migrates_only_past_the_recorded_schema_version() {
+    let c = config();
+    let render = |installed_schema| {
+        let facts = NodeFacts {
+            installed_schema,
+            ..Default::default()
+        };
+        render_init(&c, &c.nodes[0], &facts).unwrap().sql
+    };
+    let storage = "alter table repctl.applied alter column seqs set storage external;\n";
+    let (new, current, legacy) = (
+        render(None),
+        render(Some(repctl::db::SCHEMA_VERSION)),
+        render(Some(0)),
+    );
+    assert!(new.contains(storage));
+    assert_eq!(current, new.replacen(storage, "", 1));
+    for step in [
+        "-- From schema version 0 to 1.",
+        "alter table repctl.tables add column if not exists conflict text",
+        "drop function if exists repctl.hold(text, text[], jsonb[], jsonb[], boolean);",
+        storage.trim_end_matches(";\n"),
+    ] {
+        assert!(legacy.contains(step), "{step}");
+        assert!(!current.contains(step), "{step}");
+    }
+}
+
 #[test]
 fn init_with_dblink_already_installed() {
     let c = config();
@@ -45,6 +76,7 @@ fn init_with_dblink_already_installed() {
     let facts = NodeFacts {
         dblink_schema: Some("public".into()),
         server_version_num: 180000,
+        ..Default::default()
     };
     let s = render_init(&c, &c.nodes[1], &facts).unwrap();
     assert!(

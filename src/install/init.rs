@@ -26,6 +26,9 @@ pub struct NodeFacts {
     pub dblink_schema: Option<String>,
     /// The node's `server_version_num`: the template decides what a version needs.
     pub server_version_num: i32,
+    /// The repctl schema version the node records, None before its first init: init migrates
+    /// from it (templates/node/migrations.sql).
+    pub installed_schema: Option<i32>,
 }
 
 /// Reads a node's facts and checks what init needs there.
@@ -33,6 +36,10 @@ pub fn node_facts(node: &Node, client: &mut Client) -> Result<NodeFacts> {
     let server_version_num: i32 = client
         .query_one("select current_setting('server_version_num')::int4", &[])?
         .get(0);
+    let installed_schema = db::installed_schema(client)?;
+    if let Some(installed) = installed_schema {
+        db::refuse_newer_schema(&node.name, installed)?;
+    }
     let dblink_schema: Option<String> = client
         .query_opt(
             "select n.nspname::text from pg_extension e join pg_namespace n on n.oid = e.extnamespace
@@ -69,6 +76,7 @@ pub fn node_facts(node: &Node, client: &mut Client) -> Result<NodeFacts> {
     Ok(NodeFacts {
         dblink_schema,
         server_version_num,
+        installed_schema,
     })
 }
 
@@ -129,6 +137,8 @@ pub fn render_init(config: &Config, node: &Node, facts: &NodeFacts) -> Result<Sc
         "node/init.sql",
         &context! {
             version => env!("CARGO_PKG_VERSION"),
+            schema_version => db::SCHEMA_VERSION,
+            installed_schema => facts.installed_schema,
             node => node.name.clone(),
             dblink_installed => facts.dblink_schema.is_some(),
             dblink_schema => facts.dblink_schema.clone().unwrap_or_else(|| "repctl".into()),

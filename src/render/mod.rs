@@ -29,6 +29,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/node/catalog.sql"),
     ),
     (
+        "node/migrations.sql",
+        include_str!("../../templates/node/migrations.sql"),
+    ),
+    (
         "node/servers.sql",
         include_str!("../../templates/node/servers.sql"),
     ),

@@ -54,8 +54,6 @@ $do$;
 create or replace function repctl.build_table_apply() returns void
 language plpgsql set search_path = pg_catalog, pg_temp as $fn$
 begin
-  -- It gained p_lock (see the tables' apply functions).
-  drop function if exists repctl.table_apply(text, jsonb, boolean, text, jsonb);
   execute format($f$
     create or replace function repctl.table_apply(p_fn text, p_changes jsonb, p_truncate boolean, p_origin text,
                                                   p_versions jsonb, p_lock boolean)
@@ -83,7 +81,6 @@ select repctl.build_table_apply();
 -- p_columns names them, in the order of the row images' keys, p_values holds one row per column
 -- (a two-dimensional array), and p_changes holds just the table, one "I" and, for a table whose
 -- conflict rule compares them, the changes' times.
-drop function if exists repctl.apply(text, jsonb, bigint[]);
 create or replace function repctl.apply(p_origin text, p_changes jsonb, p_batch bigint[] default null,
                                         p_columns text[] default null, p_values text[] default null)
 returns integer

@@ -4,24 +4,17 @@ create table if not exists repctl.meta (
   value text not null
 );
 insert into repctl.meta as m (key, value)
-values ('node', {{ node | ql }}), ('version', {{ version | ql }}), ('agent', {{ agent | ql }})
+values ('node', {{ node | ql }}), ('version', {{ version | ql }}), ('schema_version', {{ schema_version | string | ql }}),
+       ('agent', {{ agent | ql }})
 on conflict (key) do update set value = excluded.value where m.value is distinct from excluded.value;
 
 -- One row per other node: the foreign server whose user mapping reaches it.
 create table if not exists repctl.peer (
   name text primary key,
-  server name not null
+  server name not null,
+  -- The sequence counting the changes synchronous commits delivered to the peer (see lag).
+  counter name
 );
--- The sequence counting the changes synchronous commits delivered to the peer (see lag). Added
--- only when missing: ALTER TABLE locks the table even when the column exists, and writers lock
--- the queue before the peer table, which init locks later, so init locking it here could deadlock.
-do $do$
-begin
-  if not exists (select from pg_attribute where attrelid = 'repctl.peer'::regclass and attname = 'counter' and not attisdropped) then
-    alter table repctl.peer add column counter name;
-  end if;
-end
-$do$;
 
 -- Replicated tables; `name` is the logical name shared by every node, nsp/rel the local table.
 create table if not exists repctl.tables (
@@ -35,21 +28,34 @@ create table if not exists repctl.tables (
   on_peer_failure text not null,
   capture_fn name not null,
   apply_fn name not null,
-  added_at timestamptz not null default now()
+  added_at timestamptz not null default now(),
+  -- Conflict handling (add-table --conflict, --conflict-column, --node-priority).
+  conflict text not null default 'origin-wins',
+  conflict_column text,
+  node_priority text[],
+  -- Counters and balances (add-table --delta): columns applied as increments; --merge-columns: an
+  -- update applies only the columns it changed.
+  delta_columns text[] not null default '{}',
+  merge_columns boolean not null default false,
+  -- add-table --interleave-sequences: the key columns' sequences step by a common stride from this
+  -- node's offset (repctl.meta sequence_offset), so nodes never hand out the same key.
+  interleave_sequences boolean not null default false,
+  -- add-table --append-only: a table without a key; inserts replicate, nothing else may change it.
+  append_only boolean not null default false,
+  -- What alter-table --ddl changed, for row images queued before it: the names they may still
+  -- carry (a dropped column: null; a renamed one: its new name) and the columns they may lack.
+  former_columns jsonb not null default '{}',
+  added_columns text[] not null default '{}',
+  -- The replicated columns' types (format_type with search_path = pg_catalog), as the functions
+  -- were rendered for them.
+  column_types text[],
+  -- Every column of the table when repctl last installed it, replicated or not: status tells a
+  -- column added since from one left out with --columns.
+  table_columns text[],
+  -- add-table --on-apply-error: a change a peer refuses stops its pair (stop) or is parked (park;
+  -- see node/park.sql).
+  on_apply_error text not null default 'stop'
 );
--- Added after 0.1.0 installs existed: conflict handling settings.
-alter table repctl.tables add column if not exists conflict text not null default 'origin-wins';
-alter table repctl.tables add column if not exists conflict_column text;
-alter table repctl.tables add column if not exists node_priority text[];
--- Counters and balances (add-table --delta): columns applied as increments; --merge-columns: an
--- update applies only the columns it changed.
-alter table repctl.tables add column if not exists delta_columns text[] not null default '{}';
-alter table repctl.tables add column if not exists merge_columns boolean not null default false;
--- add-table --interleave-sequences: the key columns' sequences step by a common stride from this
--- node's offset (repctl.meta sequence_offset), so nodes never hand out the same key.
-alter table repctl.tables add column if not exists interleave_sequences boolean not null default false;
--- add-table --append-only: a table without a key; inserts replicate, nothing else may change it.
-alter table repctl.tables add column if not exists append_only boolean not null default false;
 
 -- Who wrote each row's current version and when, for tables whose conflict rule compares versions
 -- (last-write-wins, node-priority); kept by capture and apply.
@@ -58,10 +64,10 @@ create table if not exists repctl.version (
   k jsonb not null,
   origin text not null,
   ts timestamptz not null,
+  -- node-priority: how many writes of the row this version has seen, itself included.
+  n integer not null default 0,
   primary key (tbl, k)
 );
--- node-priority: how many writes of the row this version has seen, itself included.
-alter table repctl.version add column if not exists n integer not null default 0;
 
 -- The audit log: every conflict, with both versions, the rule and the winner.
 create table if not exists repctl.conflict (
@@ -89,13 +95,19 @@ create table if not exists repctl.queue (
   o jsonb,
   xid xid8 not null default pg_current_xact_id(),
   ts timestamptz not null default clock_timestamp(),
+  -- A resolution sent back by a target that kept its row (target-wins): applied without comparing
+  -- values, unless a change of the key is queued for its origin.
+  resolved boolean not null default false,
+  -- node-priority: the count of the version the change writes (repctl.version.n).
+  n integer,
   primary key (peer, seq)
 ) partition by list (peer);
--- A resolution sent back by a target that kept its row (target-wins): applied without comparing
--- values, unless a change of the key is queued for its origin.
-alter table repctl.queue add column if not exists resolved boolean not null default false;
--- node-priority: the count of the version the change writes (repctl.version.n).
-alter table repctl.queue add column if not exists n integer;
+
+-- Tables of a row or two per node, rewritten at every batch (applied, delivery) or transaction
+-- (flush_request): vacuumed after a fixed number of dead rows rather than a fraction of the table
+-- (which for two rows is never reached before the launcher's next visit), with room on each page
+-- for the next version (HOT), so they stay a few pages however long repctl runs. The soak
+-- (BENCHMARKS.md) saw repctl.applied grow ~60 kB a minute without this.
 
 -- The last drain batch applied here per origin, so a drain cut off after the peer's commit can
 -- tell which of the origin's queued changes are already applied.
@@ -103,10 +115,14 @@ create table if not exists repctl.applied (
   origin text primary key,
   seqs bigint[] not null,
   at timestamptz not null
-);
+) with (fillfactor = 50, autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10,
+        toast.autovacuum_vacuum_scale_factor = 0, toast.autovacuum_vacuum_threshold = 100);
 -- Out of line but not compressed: pglz took ~3 ms of every 5,000-change batch's apply to shrink
 -- its 40 kB of seqs, 20 times what storing them costs; one row per origin, so space is no matter.
+-- Set when the table is new (CREATE TABLE takes a column's storage only from PostgreSQL 16 on).
+{% if installed_schema is none %}
 alter table repctl.applied alter column seqs set storage external;
+{% endif %}
 
 -- Synchronous flushes with changes of tables with delta columns applied here: a flush whose origin
 -- stopped waiting (timeout) leaves its changes queued there although they were applied here, and an
@@ -123,11 +139,16 @@ create table if not exists repctl.applied_flush (
 create table if not exists repctl.delivery (
   peer text primary key,
   last_delivery timestamptz,
-  delivered bigint not null default 0
-);
+  delivered bigint not null default 0,
+  -- Where a pair stopped: the change the peer refused last, while it is still queued (the stop is
+  -- over once it is not: delivered, parked or superseded; see node/park.sql).
+  stopped_seq bigint,
+  stopped_error text,
+  stopped_at timestamptz
+) with (fillfactor = 50, autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10);
 
 -- One row per writing transaction in synchronous mode; its deferred trigger ships the changes at commit.
 create unlogged table if not exists repctl.flush_request (
   xid xid8 primary key
-);
+) with (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 

@@ -2,17 +2,6 @@
 -- Schema changes of replicated tables. `repctl alter-table --ddl` changes a table on every node
 -- together with its capture and apply functions; DDL outside it must not break them.
 
--- What alter-table --ddl changed, for row images queued before it: the names they may still carry
--- (a dropped column: null; a renamed one: its new name) and the columns they may lack.
-alter table repctl.tables add column if not exists former_columns jsonb not null default '{}';
-alter table repctl.tables add column if not exists added_columns text[] not null default '{}';
--- The replicated columns' types (format_type with search_path = pg_catalog), as the functions
--- were rendered for them.
-alter table repctl.tables add column if not exists column_types text[];
--- Every column of the table when repctl last installed it, replicated or not: status tells a
--- column added since from one left out with --columns.
-alter table repctl.tables add column if not exists table_columns text[];
-
 -- Held (access exclusive) by alter-table --ddl until it commits. repctl.apply takes it (access
 -- share) before it looks up a table's apply function, so an apply waiting on a schema change then
 -- sees the new function and the new table together, never the old function on the new table.

@@ -26,9 +26,6 @@ $fn$;
 -- commit's "anything older queued?" to walk, and nothing to read back. Held as the payload's
 -- field lists (json text, comma-separated): the table, op, new and old image of each change, in
 -- repctl.held_t, _op, _r and _o, their number in repctl.held_n (the capture appends to them).
--- The capture did this through two SQL functions before.
-drop function if exists repctl.hold(text, text[], jsonb[], jsonb[], boolean);
-drop function if exists repctl.json_elements(json);
 
 -- Queues what this transaction holds: for peer p_peer (a flush it failed), or for every peer
 -- before the transaction queues anything else (then everything after it queues too, in order,

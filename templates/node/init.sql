@@ -8,6 +8,9 @@ revoke all on schema repctl from public;
 revoke all on pg_catalog.pg_user_mappings from public;
 
 {% include "node/catalog.sql" %}
+{% if installed_schema is not none and installed_schema < schema_version %}
+{% include "node/migrations.sql" %}
+{% endif %}
 {% include "node/servers.sql" %}
 {% include "node/ownership.sql" %}
 {% include "node/queue_read.sql" %}

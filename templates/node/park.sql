@@ -3,8 +3,6 @@
 -- with the peer's error, and the pair goes on. Nothing leaves this table but by `repctl queue
 -- retry` (back into the queue) or `repctl queue discard` (kept, marked with who and when, until
 -- the retention prunes it).
-alter table repctl.tables add column if not exists on_apply_error text not null default 'stop';
-
 create table if not exists repctl.parked (
   peer text not null,
   -- The change's sequence number in the queue it left (unique on this node).
@@ -27,12 +25,6 @@ create table if not exists repctl.parked (
   discarded_by text,
   primary key (peer, seq)
 );
-
--- Where a pair stopped: the change the peer refused last, while it is still queued (the stop is
--- over once it is not: delivered, parked or superseded).
-alter table repctl.delivery add column if not exists stopped_seq bigint;
-alter table repctl.delivery add column if not exists stopped_error text;
-alter table repctl.delivery add column if not exists stopped_at timestamptz;
 
 -- Moves queued change p_seq for p_peer into repctl.parked, in one statement: it is in exactly one
 -- of the two whatever happens. False when it is no longer queued.

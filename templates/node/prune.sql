@@ -19,13 +19,3 @@ begin
   return query select 'discarded', v_count;
 end
 $fn$;
-
--- Tables of a row or two per node, rewritten at every batch (applied, delivery) or transaction
--- (flush_request): vacuumed after a fixed number of dead rows rather than a fraction of the table
--- (which for two rows is never reached before the launcher's next visit), with room on each page
--- for the next version (HOT), so they stay a few pages however long repctl runs. The soak
--- (BENCHMARKS.md) saw repctl.applied grow ~60 kB a minute without this.
-alter table repctl.applied set (fillfactor = 50, autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10,
-                                toast.autovacuum_vacuum_scale_factor = 0, toast.autovacuum_vacuum_threshold = 100);
-alter table repctl.delivery set (fillfactor = 50, autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10);
-alter table repctl.flush_request set (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);

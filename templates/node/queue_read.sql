@@ -1,9 +1,4 @@
 {#- Included by node/init.sql: reading a peer's queue for drain and run, and the payload repctl.apply takes. -#}
--- Queued changes as they travel to a peer (repctl.apply's payload), in the order given: an array
--- per field, the changes at the same position in each. The peer parses this in half the time an
--- array of one object per change takes. drain builds the same in Rust (src/apply/batch.rs).
--- json, not jsonb: batches are built as text to travel, and the peer parses them once.
-drop function if exists repctl.change_json(repctl.queue);
 -- drain and run: the oldest p_limit changes queued for p_peer after sequence number p_after, each
 -- field as the text it has in repctl.changes_json's payload, which drain joins without re-encoding
 -- the row images. Always by the index, oldest first: sequence numbers grow past any statistics,
@@ -16,15 +11,6 @@ drop function if exists repctl.change_json(repctl.queue);
 -- (src/apply/drain.rs). The snapshot does not list transactions that took their id after the last
 -- one to finish; an id taken now, after the snapshot, is its lowest running one only when there
 -- were none.
--- Its result gained the change's count (n); a second init keeps the function as it is.
-do $do$
-begin
-  if not exists (select from pg_proc where proname = 'read_queue' and pronamespace = 'repctl'::regnamespace
-                                      and 'n' = any (proargnames)) then
-    drop function if exists repctl.read_queue(text, bigint, bigint);
-  end if;
-end
-$do$;
 create or replace function repctl.read_queue(p_peer text, p_after bigint, p_limit bigint)
 returns table (seq bigint, tbl text, op text, r text, o text, ts text, resolved boolean, n integer, settled boolean)
 language sql volatile
@@ -95,6 +81,10 @@ language sql immutable set search_path = pg_catalog as $fn$
                     jsonb_array_elements(p_changes -> 'o')) as c(op, r, o)
 $fn$;
 
+-- Queued changes as they travel to a peer (repctl.apply's payload), in the order given: an array
+-- per field, the changes at the same position in each. The peer parses this in half the time an
+-- array of one object per change takes. drain builds the same in Rust (src/apply/batch.rs).
+-- json, not jsonb: batches are built as text to travel, and the peer parses them once.
 create or replace function repctl.changes_json(p_changes repctl.queue[]) returns json
 language sql immutable strict set search_path = pg_catalog as $fn$
   select json_build_object('s', json_agg(q.seq order by q.ordinality), 't', json_agg(q.tbl order by q.ordinality),

@@ -42,7 +42,6 @@ begin
 end
 $fn$;
 
-drop function if exists repctl.ensure_user_mapping(name, jsonb);
 -- The same for the agent's user mapping, the only one on repctl's servers: earlier versions mapped
 -- the role running init, whose mapping (and the password in it) goes.
 create or replace function repctl.ensure_user_mapping(p_server name, p_role name, p_options jsonb) returns void

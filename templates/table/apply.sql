@@ -72,9 +72,7 @@ jsonb_object(array[{% for c in of %}{{ c.name | ql }}{% if not loop.last %}, {% 
 -- (superuser) role; it touches nothing of repctl's: the current versions of the batch's keys come
 -- in p_versions (for the rules without versions, the keys this node has changes of queued for the
 -- origin), and its conflict decisions go back to repctl.apply, which records them.
-drop function if exists repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb);
--- Its result gained the version's count (n), then it gained p_lock: a new function each time.
-drop function if exists repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb, text[], text[]);
+-- Dropped first: CREATE OR REPLACE cannot change a function's result columns.
 drop function if exists repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb, text[], text[], boolean);
 create or replace function repctl.{{ apply_fn | qi }}(p_changes jsonb, p_truncate boolean, p_origin text, p_versions jsonb,
                                                       p_columns text[], p_values text[], p_lock boolean)
