@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use repctl::catalog::{Column, Table, TableName};
-use repctl::catalog::{ConflictRule, History, Mode, OnApplyError, OnPeerFailure};
+use repctl::catalog::{ConflictRule, History, Mode, OnApplyError, OnPeerFailure, Settings};
 use repctl::config::Config;
 use repctl::install::init::{NodeFacts, render_agent, render_init};
 use repctl::install::table::{AddTable, logical_name, render_add, render_remove};
@@ -140,19 +140,13 @@ fn request(mode: Mode, where_clause: Option<&str>) -> AddTable {
             },
         )]),
         columns: None,
-        where_clause: where_clause.map(str::to_string),
-        mode,
-        on_peer_failure: OnPeerFailure::Queue,
-        on_apply_error: OnApplyError::Stop,
-        conflict: ConflictRule::OriginWins,
-        conflict_column: None,
-        node_priority: vec![],
         history: Default::default(),
         key: None,
-        delta: vec![],
-        merge_columns: false,
-        interleave_sequences: false,
-        append_only: false,
+        settings: Settings {
+            where_clause: where_clause.map(str::to_string),
+            mode,
+            ..Default::default()
+        },
     }
 }
 
@@ -193,11 +187,11 @@ fn add_table_async_with_where() {
 #[test]
 fn add_table_delta_last_write_wins() {
     let mut req = request(Mode::Async, None);
-    req.conflict = ConflictRule::LastWriteWins;
-    req.delta = vec!["info".into()];
+    req.settings.conflict = ConflictRule::LastWriteWins;
+    req.settings.delta = vec!["info".into()];
     let mut t = seed_table("local", "loc_test");
     t.columns[2].type_sql = "numeric(12,2)".into();
-    req.delta = vec![t.columns[2].name.clone()];
+    req.settings.delta = vec![t.columns[2].name.clone()];
     let sql = render_add("local", &logical_name(&req.name), &t, &t.columns, &req).unwrap();
     insta::assert_snapshot!("add_table_delta_lww_local", sql);
 }
@@ -207,8 +201,8 @@ fn add_table_delta_merge_columns() {
     let mut req = request(Mode::Sync, None);
     let mut t = seed_table("local", "loc_test");
     t.columns[2].type_sql = "bigint".into();
-    req.delta = vec![t.columns[2].name.clone()];
-    req.merge_columns = true;
+    req.settings.delta = vec![t.columns[2].name.clone()];
+    req.settings.merge_columns = true;
     let sql = render_add("local", &logical_name(&req.name), &t, &t.columns, &req).unwrap();
     insta::assert_snapshot!("add_table_delta_merge_local", sql);
 }
@@ -217,8 +211,8 @@ fn add_table_delta_merge_columns() {
 #[test]
 fn add_table_append_only() {
     let mut req = request(Mode::Sync, None);
-    req.append_only = true;
-    req.conflict = ConflictRule::Error;
+    req.settings.append_only = true;
+    req.settings.conflict = ConflictRule::Error;
     req.key = Some(vec![]);
     let mut t = seed_table("local", "loc_test");
     t.key.clear();
@@ -250,24 +244,12 @@ fn add_table_odd_names_key_only_identity() {
         owner: "Owner \"O\"".into(),
         defaults: Default::default(),
     };
-    let req = AddTable {
-        name: t.name.clone(),
-        map: BTreeMap::new(),
-        columns: None,
-        where_clause: None,
-        mode: Mode::Sync,
-        on_peer_failure: OnPeerFailure::Error,
-        on_apply_error: OnApplyError::Park,
-        conflict: ConflictRule::Error,
-        conflict_column: None,
-        node_priority: vec![],
-        history: Default::default(),
-        key: None,
-        delta: vec![],
-        merge_columns: false,
-        interleave_sequences: false,
-        append_only: false,
-    };
+    let mut req = request(Mode::Sync, None);
+    req.name = t.name.clone();
+    req.map = BTreeMap::new();
+    req.settings.on_peer_failure = OnPeerFailure::Error;
+    req.settings.on_apply_error = OnApplyError::Park;
+    req.settings.conflict = ConflictRule::Error;
     let sql = render_add("n'1", &logical_name(&req.name), &t, &t.columns, &req).unwrap();
     insta::assert_snapshot!("add_table_odd_names", sql);
 }
@@ -298,9 +280,9 @@ fn add_table_every_conflict_rule() {
         (ConflictRule::Error, None, vec![]),
     ] {
         let mut req = request(Mode::Async, None);
-        req.conflict = rule;
-        req.conflict_column = column.map(str::to_string);
-        req.node_priority = priority;
+        req.settings.conflict = rule;
+        req.settings.conflict_column = column.map(str::to_string);
+        req.settings.node_priority = priority;
         let sql = render_add("local", &logical_name(&req.name), &t, &t.columns, &req).unwrap();
         insta::assert_snapshot!(format!("add_table_conflict_{}", rule.as_str()), sql);
     }

@@ -13,7 +13,7 @@ use postgres::Client;
 
 pub use history::History;
 pub use ident::TableName;
-pub use replicated::{ConflictRule, Mode, OnApplyError, OnPeerFailure, Replicated};
+pub use replicated::{ConflictRule, Mode, OnApplyError, OnPeerFailure, Replicated, Settings};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Column {

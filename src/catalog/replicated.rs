@@ -102,23 +102,34 @@ pub struct Replicated {
     pub columns: Vec<String>,
     /// Primary key columns in key order.
     pub key: Vec<String>,
-    pub where_clause: Option<String>,
-    pub mode: Mode,
-    pub on_peer_failure: OnPeerFailure,
-    pub on_apply_error: OnApplyError,
-    pub conflict: ConflictRule,
-    pub conflict_column: Option<String>,
-    pub node_priority: Vec<String>,
     /// What earlier schema changes (alter-table --ddl) left images queued before them with.
     pub history: History,
     /// Every column the table had when repctl last installed it, replicated or not (None before
     /// this was recorded): a column not in it was added since.
     pub table_columns: Option<Vec<String>>,
-    /// Numeric columns applied as increments (`--delta`).
+    pub settings: Settings,
+}
+
+/// How a table replicates: what add-table is asked for and repctl.tables stores, the same on
+/// every node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Only rows matching it replicate (`--where`).
+    pub where_clause: Option<String>,
+    pub mode: Mode,
+    pub on_peer_failure: OnPeerFailure,
+    pub on_apply_error: OnApplyError,
+    pub conflict: ConflictRule,
+    /// For last-write-wins: a timestamp column (e.g. the seed's mod_time) instead of commit time.
+    pub conflict_column: Option<String>,
+    /// For node-priority: node names, highest priority first.
+    pub node_priority: Vec<String>,
+    /// Numeric columns applied as increments (`--delta`: counters, balances), whatever the rule.
     pub delta: Vec<String>,
     /// An update applies only the columns it changed (`--merge-columns`).
     pub merge_columns: bool,
-    /// The key columns' sequences are interleaved across nodes (`--interleave-sequences`).
+    /// The key columns' sequences are interleaved across nodes (`--interleave-sequences`, see
+    /// `install::sequences`).
     pub interleave_sequences: bool,
     /// No key: inserts replicate, updates, deletes and truncates are refused (`--append-only`).
     pub append_only: bool,
@@ -167,6 +178,43 @@ impl Replicated {
 
     fn from_row(r: &Row, node: &str) -> Result<Replicated> {
         let logical: String = r.get("name");
+        Ok(Replicated {
+            local: TableName {
+                schema: r.get("nsp"),
+                table: r.get("rel"),
+            },
+            columns: r.get("columns"),
+            key: r.get("key_columns"),
+            history: History::parse(r.get("former_columns"), r.get("added_columns")),
+            table_columns: r.get("table_columns"),
+            settings: Settings::from_row(r, node, &logical)?,
+            logical,
+        })
+    }
+}
+
+/// add-table's settings between two nodes given no options.
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            where_clause: None,
+            mode: Mode::Sync,
+            on_peer_failure: OnPeerFailure::Queue,
+            on_apply_error: OnApplyError::Stop,
+            conflict: ConflictRule::OriginWins,
+            conflict_column: None,
+            node_priority: Vec::new(),
+            delta: Vec::new(),
+            merge_columns: false,
+            interleave_sequences: false,
+            append_only: false,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads a repctl.tables row's settings, refusing a stored value this repctl does not know.
+    fn from_row(r: &Row, node: &str, logical: &str) -> Result<Settings> {
         fn parsed<T>(
             value: String,
             parse: fn(&str) -> Option<T>,
@@ -183,45 +231,36 @@ impl Replicated {
                 ),
             }
         }
-        Ok(Replicated {
-            local: TableName {
-                schema: r.get("nsp"),
-                table: r.get("rel"),
-            },
-            columns: r.get("columns"),
-            key: r.get("key_columns"),
+        Ok(Settings {
             where_clause: r.get("where_clause"),
-            mode: parsed(r.get("mode"), Mode::parse, node, &logical, "mode")?,
+            mode: parsed(r.get("mode"), Mode::parse, node, logical, "mode")?,
             on_peer_failure: parsed(
                 r.get("on_peer_failure"),
                 OnPeerFailure::parse,
                 node,
-                &logical,
+                logical,
                 "on-peer-failure",
             )?,
             on_apply_error: parsed(
                 r.get("on_apply_error"),
                 OnApplyError::parse,
                 node,
-                &logical,
+                logical,
                 "on-apply-error",
             )?,
             conflict: parsed(
                 r.get("conflict"),
                 ConflictRule::parse,
                 node,
-                &logical,
+                logical,
                 "conflict",
             )?,
             conflict_column: r.get("conflict_column"),
             node_priority: r.get("node_priority"),
-            history: History::parse(r.get("former_columns"), r.get("added_columns")),
-            table_columns: r.get("table_columns"),
             delta: r.get("delta_columns"),
             merge_columns: r.get("merge_columns"),
             interleave_sequences: r.get("interleave_sequences"),
             append_only: r.get("append_only"),
-            logical,
         })
     }
 }

@@ -7,7 +7,7 @@ use super::output::install_or_print;
 use crate::apply::drain;
 use crate::catalog::TableName;
 use crate::catalog::ident::parse_column_list;
-use crate::catalog::{ConflictRule, Mode, OnApplyError, OnPeerFailure};
+use crate::catalog::{ConflictRule, Mode, OnApplyError, OnPeerFailure, Settings};
 use crate::config::Config;
 use crate::install::table::{self, AddTable};
 use crate::install::{copy, init};
@@ -94,30 +94,32 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         name,
         map,
         columns: args.columns.as_deref().map(parse_column_list).transpose()?,
-        where_clause: args.where_clause,
-        mode: args.mode,
-        on_peer_failure: args.on_peer_failure,
-        on_apply_error: args.on_apply_error,
-        // An append-only table has no conflicts: none to resolve, were one to come, stop.
-        conflict: args.conflict.unwrap_or(if args.append_only {
-            ConflictRule::Error
-        } else if config.nodes.len() > 2 {
-            ConflictRule::LastWriteWins
-        } else {
-            ConflictRule::OriginWins
-        }),
-        conflict_column: args.conflict_column,
-        node_priority: args.node_priority,
         history: Default::default(),
         key: if args.append_only {
             Some(Vec::new())
         } else {
             args.key.as_deref().map(parse_column_list).transpose()?
         },
-        delta: args.delta,
-        merge_columns: args.merge_columns,
-        interleave_sequences: args.interleave_sequences,
-        append_only: args.append_only,
+        settings: Settings {
+            where_clause: args.where_clause,
+            mode: args.mode,
+            on_peer_failure: args.on_peer_failure,
+            on_apply_error: args.on_apply_error,
+            // An append-only table has no conflicts: none to resolve, were one to come, stop.
+            conflict: args.conflict.unwrap_or(if args.append_only {
+                ConflictRule::Error
+            } else if config.nodes.len() > 2 {
+                ConflictRule::LastWriteWins
+            } else {
+                ConflictRule::OriginWins
+            }),
+            conflict_column: args.conflict_column,
+            node_priority: args.node_priority,
+            delta: args.delta,
+            merge_columns: args.merge_columns,
+            interleave_sequences: args.interleave_sequences,
+            append_only: args.append_only,
+        },
     };
     let mut clients = init::connect_all(config)?;
     if let Some(source) = &args.copy_from {
@@ -158,7 +160,7 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         }
         println!(
             "-- --copy-from {source}: installed in async mode first, rows copied, then switched to {:?}",
-            req.mode
+            req.settings.mode
         );
     }
     let scripts = table::add_scripts(&mut clients, &req, false)?;

@@ -80,34 +80,34 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
         req.columns = Some(parse_column_list(c)?);
     }
     if let Some(mode) = args.mode {
-        req.mode = mode;
+        req.settings.mode = mode;
     }
     if let Some(p) = args.on_peer_failure {
-        req.on_peer_failure = p;
+        req.settings.on_peer_failure = p;
     }
     if let Some(p) = args.on_apply_error {
-        req.on_apply_error = p;
+        req.settings.on_apply_error = p;
     }
     if let Some(c) = args.conflict {
-        req.conflict = c;
+        req.settings.conflict = c;
         // A column or priority list belongs to the rule it was given with.
-        req.conflict_column = None;
-        req.node_priority.clear();
+        req.settings.conflict_column = None;
+        req.settings.node_priority.clear();
     }
     if args.conflict_column.is_some() {
-        req.conflict_column = args.conflict_column;
+        req.settings.conflict_column = args.conflict_column;
     }
     if let Some(p) = args.node_priority {
-        req.node_priority = p;
+        req.settings.node_priority = p;
     }
     if let Some(d) = args.delta {
-        req.delta = d.into_iter().filter(|c| !c.is_empty()).collect();
+        req.settings.delta = d.into_iter().filter(|c| !c.is_empty()).collect();
     }
     if let Some(m) = args.merge_columns {
-        req.merge_columns = m;
+        req.settings.merge_columns = m;
     }
     if let Some(i) = args.interleave_sequences {
-        req.interleave_sequences = i;
+        req.settings.interleave_sequences = i;
     }
     if let Some(ddl) = &args.ddl {
         return with_ddl(config, &mut clients, &req, ddl, args.dry_run);
@@ -116,16 +116,16 @@ pub fn run(config: &Config, args: Args) -> Result<u8> {
     let code = install_or_print(&mut clients, &scripts, args.dry_run, |_| {
         format!(
             "{name} now {:?}, on peer failure {:?}, on apply error {}, conflicts {}{}{}",
-            req.mode,
-            req.on_peer_failure,
-            req.on_apply_error.as_str(),
-            req.conflict.as_str(),
-            if req.delta.is_empty() {
+            req.settings.mode,
+            req.settings.on_peer_failure,
+            req.settings.on_apply_error.as_str(),
+            req.settings.conflict.as_str(),
+            if req.settings.delta.is_empty() {
                 String::new()
             } else {
-                format!(", delta {}", req.delta.join(","))
+                format!(", delta {}", req.settings.delta.join(","))
             },
-            if req.merge_columns {
+            if req.settings.merge_columns {
                 ", merge-columns"
             } else {
                 ""
@@ -142,7 +142,7 @@ pub(super) fn interleave(
     req: &table::AddTable,
     dry_run: bool,
 ) -> Result<()> {
-    if !req.interleave_sequences {
+    if !req.settings.interleave_sequences {
         return Ok(());
     }
     for (node, statements) in sequences::interleave(clients, req, dry_run)? {

@@ -61,7 +61,7 @@ pub fn add_with_copy(
 ) -> Result<Copied> {
     let started = Instant::now();
     let mut first = req.clone();
-    first.mode = Mode::Async;
+    first.settings.mode = Mode::Async;
     let scripts = table::add_scripts(clients, &first, false)?;
     let s = clients
         .iter()
@@ -102,12 +102,12 @@ pub fn add_with_copy(
     let mut delivered_after = 0;
     let mut left = Vec::new();
     drain_all(clients, false, deliver, &mut delivered_after, &mut left)?;
-    if req.mode != Mode::Async {
+    if req.settings.mode != Mode::Async {
         let scripts = table::add_scripts(clients, req, true)?;
         super::run_scripts(clients, &scripts).with_context(|| {
             format!(
                 "the rows were copied, but switching {logical} to {:?} failed; run `repctl alter-table {logical} --mode sync`",
-                req.mode
+                req.settings.mode
             )
         })?;
         drain_all(clients, true, deliver, &mut delivered_after, &mut left)?;
@@ -168,7 +168,7 @@ fn copy_locked(
                 "node {node}: table {} already has rows{}; the copy from node {source} needs it empty. \
                  Empty it, or pass --truncate-peers to discard its rows. No node was changed",
                 t.local,
-                if t.where_clause.is_some() {
+                if t.settings.where_clause.is_some() {
                     " matching --where"
                 } else {
                     ""
@@ -316,7 +316,12 @@ fn suppress(tx: &mut Transaction<'_>) -> Result<()> {
 }
 
 fn copy_sql(query: &str, t: &Replicated) -> Result<String> {
-    render_copy(query, &t.local, &t.columns, t.where_clause.as_deref())
+    render_copy(
+        query,
+        &t.local,
+        &t.columns,
+        t.settings.where_clause.as_deref(),
+    )
 }
 
 /// A statement of `ops/copy.sql` (`has_rows`, `count`, `lock`, `empty`, `copy_out`, `copy_in`) for

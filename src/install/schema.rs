@@ -107,7 +107,7 @@ fn changed_request(
                      cannot change (remove-table, change it, add-table)"
                 );
             }
-            if req.conflict_column.as_ref() == Some(c) {
+            if req.settings.conflict_column.as_ref() == Some(c) {
                 bail!(
                     "node {node}: the statement drops or renames column {c}, the --conflict-column of {logical}; \
                      change the rule first (repctl alter-table {logical} --conflict RULE)"
@@ -196,7 +196,7 @@ pub fn alter_with_ddl(
         let changes = diff(&before, &attrs(&mut tx, oid)?);
         let next = changed_request(node, req, &key, &changes)?;
         let after = catalog::inspect_in(&mut tx, node, &local, req.key.as_deref())?;
-        if let Some(w) = &req.where_clause {
+        if let Some(w) = &req.settings.where_clause {
             tx.prepare(&format!("select from only {} where ({w})", local.sql()))
                 .with_context(|| {
                     format!("node {node}: after the statement, --where {w:?} is no valid condition on {local}")

@@ -8,10 +8,7 @@ use minijinja::value::Value;
 use postgres::Client;
 
 use super::Script;
-use crate::catalog::{
-    self, Column, ConflictRule, History, Mode, OnApplyError, OnPeerFailure, Replicated, Table,
-    TableName,
-};
+use crate::catalog::{self, Column, ConflictRule, History, Replicated, Settings, Table, TableName};
 use crate::db;
 use crate::render::{self, names, safe};
 
@@ -22,27 +19,11 @@ pub struct AddTable {
     /// Node name to the local table replicated under `name`.
     pub map: BTreeMap<String, TableName>,
     pub columns: Option<Vec<String>>,
-    pub where_clause: Option<String>,
-    pub mode: Mode,
-    pub on_peer_failure: OnPeerFailure,
-    pub on_apply_error: OnApplyError,
-    pub conflict: ConflictRule,
-    /// For last-write-wins: a timestamp column (e.g. the seed's mod_time) instead of commit time.
-    pub conflict_column: Option<String>,
-    /// For node-priority: node names, highest priority first.
-    pub node_priority: Vec<String>,
     /// What earlier schema changes (alter-table --ddl) left images queued before them with.
     pub history: History,
     /// The key columns when they are not the primary key (--key): a unique index's, NOT NULL.
     pub key: Option<Vec<String>>,
-    /// Numeric columns applied as increments (counters, balances), whatever the rule.
-    pub delta: Vec<String>,
-    /// An update applies only the columns it changed.
-    pub merge_columns: bool,
-    /// Interleave the key columns' sequences across nodes (see `install::sequences`).
-    pub interleave_sequences: bool,
-    /// A table without a key: inserts replicate, updates, deletes and truncates are refused.
-    pub append_only: bool,
+    pub settings: Settings,
 }
 
 impl AddTable {
@@ -69,19 +50,9 @@ pub fn stored_request(clients: &mut [(String, Client)], name: &TableName) -> Res
             name: name.clone(),
             map: BTreeMap::new(),
             columns: Some(stored.columns),
-            where_clause: stored.where_clause,
-            mode: stored.mode,
-            on_peer_failure: stored.on_peer_failure,
-            on_apply_error: stored.on_apply_error,
-            conflict: stored.conflict,
-            conflict_column: stored.conflict_column,
-            node_priority: stored.node_priority,
             history: stored.history,
             key: Some(stored.key),
-            delta: stored.delta,
-            merge_columns: stored.merge_columns,
-            interleave_sequences: stored.interleave_sequences,
-            append_only: stored.append_only,
+            settings: stored.settings,
         });
     }
     let mut req = req.with_context(|| {
@@ -110,7 +81,7 @@ pub fn add_scripts(
             bail!("--map names node {node:?}, which is not in the config");
         }
     }
-    if let Some(w) = &req.where_clause {
+    if let Some(w) = &req.settings.where_clause {
         super::condition::check(w)?;
     }
     check_conflict_settings(clients, req)?;
@@ -134,7 +105,7 @@ pub fn add_scripts(
                  `repctl alter-table`, or run `repctl remove-table {logical}` first"
             );
         }
-        if let Some(c) = &req.conflict_column
+        if let Some(c) = &req.settings.conflict_column
             && !table.columns.iter().any(|x| &x.name == c)
         {
             bail!(
@@ -143,11 +114,11 @@ pub fn add_scripts(
             );
         }
         check_delta(node, &table, req)?;
-        if req.interleave_sequences {
+        if req.settings.interleave_sequences {
             sequenced |=
                 !catalog::sequences::key_sequences(client, node, local, &table.key)?.is_empty();
         }
-        if let Some(w) = &req.where_clause {
+        if let Some(w) = &req.settings.where_clause {
             // Parsing the condition against the table proves it is one expression over its columns.
             let mut tx = client.transaction()?;
             tx.query_one("select set_config('search_path', 'pg_catalog', true)", &[])?;
@@ -162,7 +133,7 @@ pub fn add_scripts(
         }
         tables.push(table);
     }
-    if req.interleave_sequences && !sequenced {
+    if req.settings.interleave_sequences && !sequenced {
         bail!(
             "--interleave-sequences: no key column of {logical} is a serial or identity column on any node"
         );
@@ -190,27 +161,15 @@ fn same_settings(stored: &Replicated, table: &Table, req: &AddTable) -> bool {
     let mut wanted: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
     columns.sort();
     wanted.sort();
-    stored.local == table.name
-        && columns == wanted
-        && stored.where_clause == req.where_clause
-        && stored.mode == req.mode
-        && stored.on_peer_failure == req.on_peer_failure
-        && stored.on_apply_error == req.on_apply_error
-        && stored.conflict == req.conflict
-        && stored.conflict_column == req.conflict_column
-        && stored.node_priority == req.node_priority
-        && stored.delta == req.delta
-        && stored.merge_columns == req.merge_columns
-        && stored.interleave_sequences == req.interleave_sequences
-        && stored.append_only == req.append_only
+    stored.local == table.name && columns == wanted && stored.settings == req.settings
 }
 
 fn check_conflict_settings(clients: &[(String, Client)], req: &AddTable) -> Result<()> {
-    if req.append_only
-        && (req.conflict != ConflictRule::Error
-            || !req.delta.is_empty()
-            || req.merge_columns
-            || req.interleave_sequences)
+    if req.settings.append_only
+        && (req.settings.conflict != ConflictRule::Error
+            || !req.settings.delta.is_empty()
+            || req.settings.merge_columns
+            || req.settings.interleave_sequences)
     {
         bail!(
             "{} is replicated append-only: only inserts replicate, so there is no conflict rule, delta, \
@@ -221,34 +180,44 @@ fn check_conflict_settings(clients: &[(String, Client)], req: &AddTable) -> Resu
     // Without versions, "concurrent" is judged pair by pair (a change queued for the origin): with
     // three nodes a third one's changes arrive in different orders on the other two, and the nodes
     // can end different.
-    if clients.len() > 2 && !req.conflict.versioned() && req.conflict != ConflictRule::Error {
+    if clients.len() > 2
+        && !req.settings.conflict.versioned()
+        && req.settings.conflict != ConflictRule::Error
+    {
         bail!(
             "--conflict {} converges only between two nodes, and the config names {}: use \
              --conflict last-write-wins or node-priority (which compare versions) for {}",
-            req.conflict.as_str(),
+            req.settings.conflict.as_str(),
             clients.len(),
             logical_name(&req.name)
         );
     }
-    if req.conflict == ConflictRule::NodePriority && req.node_priority.is_empty() {
+    if req.settings.conflict == ConflictRule::NodePriority && req.settings.node_priority.is_empty()
+    {
         bail!(
             "--conflict node-priority needs --node-priority NODE,NODE,... (highest priority first)"
         );
     }
-    for n in &req.node_priority {
+    for n in &req.settings.node_priority {
         if !clients.iter().any(|(name, _)| name == n) {
             bail!("--node-priority names node {n:?}, which is not in the config");
         }
     }
-    if req.conflict_column.is_some() && req.conflict != ConflictRule::LastWriteWins {
+    if req.settings.conflict_column.is_some()
+        && req.settings.conflict != ConflictRule::LastWriteWins
+    {
         bail!("--conflict-column goes with --conflict last-write-wins");
     }
-    if req.merge_columns && !matches!(req.conflict, ConflictRule::OriginWins | ConflictRule::Error)
+    if req.settings.merge_columns
+        && !matches!(
+            req.settings.conflict,
+            ConflictRule::OriginWins | ConflictRule::Error
+        )
     {
         bail!(
             "--merge-columns goes with --conflict origin-wins or error: {} keeps one version of the whole row, \
              which cannot decide two columns changed by different nodes apart (nodes would diverge)",
-            req.conflict.as_str()
+            req.settings.conflict.as_str()
         );
     }
     Ok(())
@@ -266,14 +235,14 @@ const DELTA_TYPES: [&str; 6] = [
 
 /// `--delta` names replicated, non-key columns of a numeric type.
 fn check_delta(node: &str, table: &Table, req: &AddTable) -> Result<()> {
-    for d in &req.delta {
+    for d in &req.settings.delta {
         let Some(c) = table.columns.iter().find(|c| &c.name == d) else {
             bail!(
                 "node {node}: --delta {d:?} is not a replicated column of {}",
                 table.name
             );
         };
-        if table.key.contains(d) || req.conflict_column.as_ref() == Some(d) {
+        if table.key.contains(d) || req.settings.conflict_column.as_ref() == Some(d) {
             bail!(
                 "node {node}: --delta {d:?} of {} is its primary key or --conflict-column; a delta column must be an ordinary column",
                 table.name
@@ -472,7 +441,11 @@ pub fn render_add(
     });
     // The non-key columns an update sets, each delta column with the name of its increment.
     let target = |(i, c): (usize, &Column)| {
-        let inc = req.delta.contains(&c.name).then(|| format!("inc_{i}"));
+        let inc = req
+            .settings
+            .delta
+            .contains(&c.name)
+            .then(|| format!("inc_{i}"));
         context! { name => c.name.clone(), type => safe(c.type_sql.clone()), inc }
     };
     let non_key = || {
@@ -483,7 +456,7 @@ pub fn render_add(
     };
     let merge_targets: Vec<Value> = non_key().map(target).collect();
     let delta_columns: Vec<Value> = non_key()
-        .filter(|(_, c)| req.delta.contains(&c.name))
+        .filter(|(_, c)| req.settings.delta.contains(&c.name))
         .map(target)
         .collect();
     render::render(
@@ -505,27 +478,27 @@ pub fn render_add(
             key_columns => table.key.clone(),
             update_columns => update_columns.clone(),
             overriding => table.columns.iter().any(|c| c.identity_always),
-            where => req.where_clause.clone().map(safe),
-            mode => req.mode.as_str(),
-            on_peer_failure => req.on_peer_failure.as_str(),
-            on_apply_error => req.on_apply_error.as_str(),
+            where => req.settings.where_clause.clone().map(safe),
+            mode => req.settings.mode.as_str(),
+            on_peer_failure => req.settings.on_peer_failure.as_str(),
+            on_apply_error => req.settings.on_apply_error.as_str(),
             capture_fn => names::capture_fn(logical),
             apply_fn => names::apply_fn(logical),
             key_column_types => column_values(&key_columns),
             non_key_columns,
-            conflict => req.conflict.as_str(),
-            conflict_column => req.conflict_column.clone(),
-            node_priority => req.node_priority.clone(),
-            versioned => req.conflict.versioned(),
+            conflict => req.settings.conflict.as_str(),
+            conflict_column => req.settings.conflict_column.clone(),
+            node_priority => req.settings.node_priority.clone(),
+            versioned => req.settings.conflict.versioned(),
             text_settings => text_settings(columns),
             columnar => column_values(&columnar),
             ts_alias => names::free_alias("ts", &names_taken),
-            merging => !req.delta.is_empty() || req.merge_columns,
-            merge_columns => req.merge_columns,
-            interleave_sequences => req.interleave_sequences,
-            append_only => req.append_only,
+            merging => !req.settings.delta.is_empty() || req.settings.merge_columns,
+            merge_columns => req.settings.merge_columns,
+            interleave_sequences => req.settings.interleave_sequences,
+            append_only => req.settings.append_only,
             delta_columns => delta_columns,
-            plain_columns => update_columns.iter().filter(|c| !req.delta.contains(c)).cloned().collect::<Vec<_>>(),
+            plain_columns => update_columns.iter().filter(|c| !req.settings.delta.contains(c)).cloned().collect::<Vec<_>>(),
             merge_targets => merge_targets,
         },
     )

@@ -144,10 +144,10 @@ pub fn status(
                 Some(nt) => {
                     t.nodes.insert(name.clone(), nt.local.to_string());
                     if t.mode.is_none() {
-                        t.delta = nt.delta.clone();
-                        t.merge_columns = nt.merge_columns;
+                        t.delta = nt.settings.delta.clone();
+                        t.merge_columns = nt.settings.merge_columns;
                     }
-                    t.mode.get_or_insert(nt.mode.as_str().to_string());
+                    t.mode.get_or_insert(nt.settings.mode.as_str().to_string());
                     let n: i64 = client
                         .query_one(
                             "select count(*) from repctl.conflict where tbl = $1",

@@ -221,7 +221,7 @@ pub fn checksum_sql(table: &Replicated, checksum: &Checksum) -> Result<String> {
         &context! {
             checksum => checksum.context(),
             table => safe(table.local.sql()),
-            where => table.where_clause.clone().map(safe),
+            where => table.settings.where_clause.clone().map(safe),
         },
     )
 }
@@ -366,19 +366,9 @@ mod tests {
                 },
                 columns: columns.iter().map(|c| c.0.to_string()).collect(),
                 key: vec![columns[0].0.to_string()],
-                where_clause: None,
-                mode: crate::catalog::Mode::Sync,
-                on_peer_failure: crate::catalog::OnPeerFailure::Queue,
-                on_apply_error: crate::catalog::OnApplyError::Stop,
-                conflict: crate::catalog::ConflictRule::OriginWins,
-                conflict_column: None,
-                node_priority: Vec::new(),
                 history: Default::default(),
                 table_columns: None,
-                delta: vec![],
-                merge_columns: false,
-                interleave_sequences: false,
-                append_only: false,
+                settings: Default::default(),
             },
             version,
             columns: columns

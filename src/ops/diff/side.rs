@@ -59,7 +59,7 @@ impl TableOn {
             logical: stored.logical,
             columns: stored.columns.iter().map(find).collect::<Result<_>>()?,
             // An append-only table's rows are compared whole (identical rows count as one).
-            key: if stored.append_only {
+            key: if stored.settings.append_only {
                 &stored.columns
             } else {
                 &stored.key
@@ -68,7 +68,7 @@ impl TableOn {
             .map(find)
             .collect::<Result<_>>()?,
             name,
-            where_clause: stored.where_clause,
+            where_clause: stored.settings.where_clause,
         })
     }
 
