@@ -8,11 +8,13 @@
 //! - `ops`: verify, status, lag.
 //! - `locks`, `progress`: shared by the layers above: advisory locks and their keys, progress
 //!   reporting.
-//! - `cluster`: throwaway PostgreSQL clusters for the demo, tests and benchmarks.
+//! - `cluster` (feature `throwaway-clusters`, on by default): throwaway PostgreSQL clusters for
+//!   the demo, tests and benchmarks; nothing else in the library uses it.
 
 pub mod apply;
 pub mod catalog;
 pub mod cli;
+#[cfg(feature = "throwaway-clusters")]
 pub mod cluster;
 pub mod config;
 pub mod conninfo;

@@ -4,6 +4,7 @@ mod add_table;
 mod alter_table;
 mod bar;
 mod conflicts;
+#[cfg(feature = "throwaway-clusters")]
 mod demo;
 mod drain;
 mod init;
@@ -61,6 +62,7 @@ pub enum Command {
     Prune(prune::Args),
     Run(run::Args),
     Status(status::Args),
+    #[cfg(feature = "throwaway-clusters")]
     Demo(demo::Args),
 }
 
@@ -80,6 +82,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Prune(args) => prune::run(&load()?, args),
         Command::Run(args) => run::run(&load()?, args),
         Command::Status(args) => status::run(&load()?, args),
+        #[cfg(feature = "throwaway-clusters")]
         Command::Demo(args) => demo::run(args),
     }
 }
