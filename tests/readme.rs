@@ -96,3 +96,71 @@ fn the_quick_start_runs_as_written() {
     assert_eq!(rows(a), rows(b));
     assert_eq!(rows(a).len(), 2);
 }
+
+/// `repctl ARGS -h`.
+fn help(args: &[&str]) -> String {
+    let out = Command::new(assert_cmd::cargo::cargo_bin("repctl"))
+        .args(args)
+        .arg("-h")
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The names listed under a help text's `HEADING:` (subcommands, or options' long names).
+fn listed(help: &str, heading: &str) -> Vec<String> {
+    help.split(&format!("\n{heading}:\n"))
+        .nth(1)
+        .unwrap_or("")
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| {
+            let l = l.trim_start();
+            match heading {
+                "Commands" => l.split_whitespace().next().map(str::to_string),
+                // An option's own line, not a description mentioning one.
+                _ if !l.starts_with('-') => None,
+                _ => l
+                    .split([' ', ','])
+                    .find(|w| w.starts_with("--"))
+                    .map(str::to_string),
+            }
+        })
+        .filter(|name| !["help", "--config", "--help", "--version"].contains(&name.as_str()))
+        .collect()
+}
+
+/// Every command has its section, and its options table lists every option `-h` shows (and its
+/// subcommands' options).
+#[test]
+fn every_command_has_a_section_with_its_options() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for command in listed(&help(&[]), "Commands") {
+        let heading = format!("\n### `repctl {command}`\n");
+        let start = readme
+            .find(&heading)
+            .unwrap_or_else(|| panic!("README has no section {heading:?}"));
+        let section = &readme[start + heading.len()..];
+        let section = &section[..section.find("\n### ").unwrap_or(section.len())];
+        let own = help(&[&command]);
+        let mut invocations = vec![vec![command.clone()]];
+        invocations.extend(
+            listed(&own, "Commands")
+                .into_iter()
+                .map(|sub| vec![command.clone(), sub]),
+        );
+        for args in invocations {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            for option in listed(&help(&args), "Options") {
+                assert!(
+                    section.lines().any(|l| l.starts_with("| `")
+                        && l.split('`')
+                            .nth(1)
+                            .is_some_and(|o| o.split([' ', ',']).any(|w| w == option))),
+                    "README's section on repctl {command} has no row for {args:?} {option}"
+                );
+            }
+        }
+    }
+}

@@ -35,8 +35,10 @@ pub struct Args {
 enum Action {
     /// Park the change the pair is stopped at (the peer refused it), so the pair goes on.
     Skip {
+        /// The stopped pair's origin.
         #[arg(long)]
         from: String,
+        /// The stopped pair's peer.
         #[arg(long)]
         to: String,
         /// Print JSON: the change's {seq, error, at}.
@@ -45,8 +47,10 @@ enum Action {
     },
     /// List parked changes, oldest first, on every node (or one origin, one peer).
     Parked {
+        /// Only changes parked on this origin.
         #[arg(long)]
         from: Option<String>,
+        /// Only changes parked for this peer.
         #[arg(long)]
         to: Option<String>,
         /// Include discarded changes.
@@ -73,8 +77,10 @@ struct Selection {
     /// Every parked change (of --from, to --to).
     #[arg(long)]
     all: bool,
+    /// Only changes parked on this origin.
     #[arg(long)]
     from: Option<String>,
+    /// Only changes parked for this peer.
     #[arg(long)]
     to: Option<String>,
     /// Print JSON: [{from, count}].
