@@ -1,4 +1,4 @@
-{#- Included by node/init.sql: repctl's tables: settings, peers, replicated tables, versions, the conflict log, the queue and the apply/delivery bookkeeping. -#}
+{#- Included by node/init.sql: repctl's tables: settings, peers, replicated tables, versions, the conflict log, the queue and the apply/delivery bookkeeping. Each table as this schema version has it: a change to one also needs a step in node/migrations.sql and db::SCHEMA_VERSION raised, for nodes installed before. -#}
 create table if not exists repctl.meta (
   key text primary key,
   value text not null
