@@ -93,6 +93,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/table/remove.sql"),
     ),
     (
+        "plan_settings.sql",
+        include_str!("../../templates/plan_settings.sql"),
+    ),
+    (
         "table/text_settings.sql",
         include_str!("../../templates/table/text_settings.sql"),
     ),

@@ -57,7 +57,9 @@ begin
   execute format($f$
     create or replace function repctl.table_apply(p_fn text, p_changes jsonb, p_truncate boolean, p_origin text,
                                                   p_versions jsonb, p_lock boolean)
-    returns repctl.apply_result[] language plpgsql set search_path = pg_catalog, pg_temp as $b$
+    returns repctl.apply_result[] language plpgsql set search_path = pg_catalog, pg_temp
+{% include "plan_settings.sql" %}
+    as $b$
     begin
       if false then
         return null;%s
@@ -84,7 +86,9 @@ select repctl.build_table_apply();
 create or replace function repctl.apply(p_origin text, p_changes jsonb, p_batch bigint[] default null,
                                         p_columns text[] default null, p_values text[] default null)
 returns integer
-language plpgsql security definer set search_path = pg_catalog, pg_temp set jit = off as $fn$
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+{% include "plan_settings.sql" %}
+as $fn$
 declare
   v_node text := (select value from repctl.meta where key = 'node');
   v_segment record;

@@ -79,7 +79,9 @@ $fn$;
 -- Runs at commit (deferred constraint trigger): ships this transaction's changes to each peer in one
 -- round trip, unless older changes wait for that peer; a peer that fails keeps them queued.
 create or replace function repctl.flush() returns trigger
-language plpgsql security definer set search_path = pg_catalog, pg_temp set jit = off as $fn$
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+{% include "plan_settings.sql" %}
+as $fn$
 declare
   v_me xid8 := pg_current_xact_id();
   v_origin text := (select value from repctl.meta where key = 'node');

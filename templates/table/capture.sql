@@ -73,8 +73,7 @@ create or replace function repctl.{{ capture_fn | qi }}() returns trigger
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 {% include "table/text_settings.sql" %}
--- Transition tables have no statistics; the planner's guesses must not buy a JIT compile per statement.
-set jit = off
+{% include "plan_settings.sql" %}
 as $fn$
 {% if holds %}declare
   v_room integer;
