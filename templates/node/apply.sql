@@ -243,11 +243,22 @@ begin
           select p_origin, v_segment.tbl, case when res.local_row is null then 'D' else 'U' end, res.local_row,
                  coalesce(res.local_row, res.k), true
             from res where v_table.conflict = 'target-wins' and res.kind is not null and res.kind <> 'delete_missing' and not res.wins),
+        -- Without a time the key's changes only incremented delta columns, which versions do not
+        -- decide. A key with a version is updated, a new one inserted: an ON CONFLICT upsert of
+        -- every key spent as long again on its speculative check of the jsonb key. The batch's rows
+        -- are locked (see the table's apply function), so no writer here stamps their versions
+        -- meanwhile; a key without a row here can get one, which the upsert of new keys takes.
+        restamped as (
+          update repctl.version as v set origin = p_origin, ts = res.ts, n = coalesce(res.n, 0)
+            from res
+           where res.wins and res.ts is not null and v_table.conflict in ('last-write-wins', 'node-priority')
+             and v.tbl = v_segment.tbl and v.k = res.k
+          returning v.k),
         versions as (
           insert into repctl.version as v (tbl, k, origin, ts, n)
-          -- Without a time the key's changes only incremented delta columns, which versions do not decide.
           select v_segment.tbl, res.k, p_origin, res.ts, coalesce(res.n, 0) from res
            where res.wins and res.ts is not null and v_table.conflict in ('last-write-wins', 'node-priority')
+             and res.k not in (select r.k from restamped as r)
           on conflict (tbl, k) do update set origin = excluded.origin, ts = excluded.ts, n = excluded.n)
         select res.kind, res.k, res.local_row, res.before_row, res.remote_row into v_conflict from res
          where v_table.conflict = 'error' and res.kind is not null and res.kind not in ('delete_missing', 'merged') limit 1;

@@ -25,7 +25,8 @@ alter table repctl.tables add column if not exists conflict text not null defaul
                           add column if not exists column_types text[],
                           add column if not exists table_columns text[],
                           add column if not exists on_apply_error text not null default 'stop';
-alter table repctl.version add column if not exists n integer not null default 0;
+alter table repctl.version add column if not exists n integer not null default 0,
+                           set (fillfactor = 50);
 alter table repctl.queue add column if not exists resolved boolean not null default false,
                          add column if not exists n integer;
 alter table repctl.delivery add column if not exists stopped_seq bigint,
