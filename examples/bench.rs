@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run --release --example bench                          # full run: 5 runs, prints markdown
-//! cargo run --release --example bench -- --write BENCHMARKS.md  # ... and updates BENCHMARKS.md
+//! cargo run --release --example bench -- --write docs/benchmarks.md  # ... and updates docs/benchmarks.md
 //! cargo run --release --example bench -- --scale small --runs 1 --deliveries none,sync
 //! cargo run --release --example bench -- --soak 30             # 30 minutes of writes on a 3-node mesh
 //! cargo run --release --example bench -- --hot 30              # hot rows: conflicts, peer writers, TPC-B
@@ -1936,7 +1936,7 @@ pub fn write_markdown(path: &Path, section: &str) -> Result<()> {
             _ => format!("{}\n{generated}", old.trim_end()),
         },
         Err(_) => format!(
-            "# Benchmarks\n\n`cargo run --release --example bench -- --write BENCHMARKS.md` regenerates the section \
+            "# Benchmarks\n\n`cargo run --release --example bench -- --write docs/benchmarks.md` regenerates the section \
              between the marks; the rest is written by hand.\n\n{generated}"
         ),
     };
@@ -2097,7 +2097,7 @@ struct Args {
     /// Skip parts.
     #[arg(long, value_enum, value_delimiter = ',')]
     skip: Vec<Part>,
-    /// Update (or create) this markdown file's generated section, e.g. BENCHMARKS.md.
+    /// Update (or create) this markdown file's generated section, e.g. docs/benchmarks.md.
     #[arg(long)]
     write: Option<PathBuf>,
     /// Keep the clusters' synchronous_commit=off (by default the bench turns it on; fsync stays off).

@@ -58,7 +58,7 @@ fn three_node_mesh_converges_under_concurrent_writers() {
 }
 
 /// With `run` active, a committed single-row change is visible on the peer within a bound.
-/// `run` is woken by NOTIFY at commit, so the real figure is milliseconds (see BENCHMARKS.md);
+/// `run` is woken by NOTIFY at commit, so the real figure is milliseconds (see docs/benchmarks.md);
 /// the bound here is generous for a loaded CI machine.
 #[test]
 fn run_delivers_within_a_bound() {

@@ -246,7 +246,7 @@ begin
         -- Without a time the key's changes only incremented delta columns, which versions do not
         -- decide. A key with a version is updated, a new one inserted: an ON CONFLICT upsert of
         -- every key also probes the jsonb key for its speculative insert (the update alone took
-        -- ~14% less CPU of a 2,274-change winning apply, BENCHMARKS.md). The batch's rows are
+        -- ~14% less CPU of a 2,274-change winning apply, docs/benchmarks.md). The batch's rows are
         -- locked (see the table's apply function), so no writer here stamps their versions
         -- meanwhile; a key without a row here can get one, which the upsert of new keys takes.
         restamped as (

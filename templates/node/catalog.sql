@@ -69,7 +69,7 @@ create table if not exists repctl.version (
   primary key (tbl, k)
 -- A row's version is rewritten at every write of the row, here or delivered: with room on its
 -- page the new one is a HOT update, without another entry in the jsonb-keyed primary key (~20%
--- less CPU for an apply of 2,274 winning changes, BENCHMARKS.md).
+-- less CPU for an apply of 2,274 winning changes, docs/benchmarks.md).
 ) with (fillfactor = 50);
 
 -- The audit log: every conflict, with both versions, the rule and the winner.
@@ -110,7 +110,7 @@ create table if not exists repctl.queue (
 -- (flush_request): vacuumed after a fixed number of dead rows rather than a fraction of the table
 -- (which for two rows is never reached before the launcher's next visit), with room on each page
 -- for the next version (HOT), so they stay a few pages however long repctl runs. The soak
--- (BENCHMARKS.md) saw repctl.applied grow ~60 kB a minute without this.
+-- (docs/benchmarks.md) saw repctl.applied grow ~60 kB a minute without this.
 
 -- The last drain batch applied here per origin, so a drain cut off after the peer's commit can
 -- tell which of the origin's queued changes are already applied.
