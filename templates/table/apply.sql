@@ -186,14 +186,14 @@ begin
   end if;
   return query
   with ev as (
-    select c.s::bigint as s, c.op, {{ reshaped("c", "r") }} as r, {{ reshaped("c", "o") }} as o, c.resolved::boolean as resolved, c.n::integer as n,
+    select {% if versioned %}c.ord, {% endif %}c.s::bigint as s, c.op, {{ reshaped("c", "r") }} as r, {{ reshaped("c", "o") }} as o, c.resolved::boolean as resolved, c.n::integer as n,
            {{ version_ts("c") }} as ts,
            {{ change_key("c") }} as k
       from rows from (jsonb_array_elements_text(p_changes -> 's'), jsonb_array_elements_text(p_changes -> 'op'),
                       jsonb_array_elements(p_changes -> 'r'), jsonb_array_elements(p_changes -> 'o'),
                       jsonb_array_elements_text(p_changes -> 'ts'), jsonb_array_elements_text(p_changes -> 'resolved'),
-                      jsonb_array_elements_text(p_changes -> 'n'))
-           as c(s, op, r, o, ts, resolved, n)
+                      jsonb_array_elements_text(p_changes -> 'n')){% if versioned %} with ordinality{% endif +%}
+           as c(s, op, r, o, ts, resolved, n{% if versioned %}, ord{% endif %})
 {% if merging %}
   ), marked as (
     -- Per change: its key's last delete, with which what the origin did before went{% if versioned %}, and its last
@@ -203,7 +203,7 @@ begin
              over (partition by ev.k) as last_v{% endif +%}
       from ev
   ), chained as (
-    select m.k, m.op, m.r, m.resolved, m.last_d, first_value(m.op) over w as first_op, first_value(m.o) over w as first_o,
+    select {% if versioned %}m.ord, {% endif %}m.k, m.op, m.r, m.resolved, m.last_d, first_value(m.op) over w as first_op, first_value(m.o) over w as first_o,
 {% if versioned %}
            max(m.ts) filter (where m.s = m.last_v) over w as ts, max(m.n) filter (where m.s = m.last_v) over w as n,
 {% else %}
@@ -221,7 +221,7 @@ begin
     -- Per key: where the origin started (first change) and ended (last change), and whether it
     -- did more than increment delta columns: then the rule decides the other columns ("renewed":
     -- all of them, for a row the origin inserted, or sent back as a resolution).
-    select c.k, c.first_op, c.first_o, c.op = 'D' as del, c.r as img, c.ts, c.n, c.resolved,{% for d in delta_columns %} c.{{ d.inc | qi }},{% endfor +%}
+    select {% if versioned %}c.ord, {% endif %}c.k, c.first_op, c.first_o, c.op = 'D' as del, c.r as img, c.ts, c.n, c.resolved,{% for d in delta_columns %} c.{{ d.inc | qi }},{% endfor +%}
            c.resolved or c.first_op = 'I' or c.last_d is not null as renewed,
            c.resolved or c.first_op = 'I' or c.last_d is not null
              or {% if versioned %}c.ts is not null{% else %}{{ less_delta("c", "r") }} is distinct from {{ less_delta("c", "first_o") }}{% endif %} as nchanged
@@ -235,13 +235,13 @@ begin
   ), batch as (
     -- Per key: what the origin started from (first change) and where it ended (last change). Each
     -- branch runs only when its one-time condition holds.
-    select ev.k, ev.op as first_op, ev.o as first_o, ev.op = 'D' as del, ev.r as img, ev.ts, ev.n, ev.resolved
+    select {% if versioned %}ev.ord, {% endif %}ev.k, ev.op as first_op, ev.o as first_o, ev.op = 'D' as del, ev.r as img, ev.ts, ev.n, ev.resolved
       from ev
      where not (select r.found from repeated as r)
     union all
     -- A resolution decides the key only as its last change: a later change of the origin's may
     -- still be concurrent with one queued here.
-    select w.k, w.first_op, w.first_o, w.op = 'D' as del, w.r as img, w.ts, w.n, w.resolved
+    select {% if versioned %}w.ord, {% endif %}w.k, w.first_op, w.first_o, w.op = 'D' as del, w.r as img, w.ts, w.n, w.resolved
       from (select ev.*, first_value(ev.op) over k as first_op, first_value(ev.o) over k as first_o,
                    row_number() over k as pos, count(*) over k as changes
               from ev window k as (partition by ev.k order by ev.s rows between unbounded preceding and unbounded following)) as w
@@ -256,7 +256,7 @@ begin
   ), merged as (
     -- An image from before alter-table --ddl added columns lacks them: this node's row keeps its
     -- values there (a new row takes the defaults, see insert_rows).
-    select h.k, h.first_op, case when jsonb_typeof(h.first_o) = 'object' then coalesce(h.cur, '{}') || h.first_o else h.first_o end as first_o,
+    select {% if versioned %}h.ord, {% endif %}h.k, h.first_op, case when jsonb_typeof(h.first_o) = 'object' then coalesce(h.cur, '{}') || h.first_o else h.first_o end as first_o,
            h.del, case when jsonb_typeof(h.img) = 'object' then coalesce(h.cur, '{}') || h.img else h.img end as img, h.ts, h.n, h.resolved,
            h.cur{% if not versioned %}, h.pending{% endif %}
       from here as h
@@ -330,8 +330,11 @@ begin
       end as wins
       from judged as j
 {% if versioned %}
-      left join (select p.k, p.origin, p.ts, p.n from jsonb_to_recordset(p_versions) as p(k jsonb, origin text, ts timestamptz, n integer)) as v
-        on v.k = j.k
+      -- p_versions holds the version of each change's key at the change's position (see repctl.apply).
+      left join (select p.ord, p.origin, p.ts::timestamptz as ts, p.n::integer as n
+                   from rows from (jsonb_array_elements_text(p_versions -> 'origin'), jsonb_array_elements_text(p_versions -> 'ts'),
+                                   jsonb_array_elements_text(p_versions -> 'n')) with ordinality as p(origin, ts, n, ord)) as v
+        on v.ord = j.ord
 {% endif %}
   ), deleted as (
     delete from {{ table }} as t using decided as d
