@@ -4,10 +4,11 @@
 mod common;
 
 use common::{Layout, Setup};
+use repctl::db::SCHEMA_VERSION;
 
 /// repctl's tables and functions on a node as a set of lines: every column with its type,
-/// default, nullability and storage, every table's options, every function's signature (the
-/// queue's partitions, named for the peer, left out).
+/// default, nullability and storage, every table's options and indexes, every function's
+/// signature (the queue's partitions, named for the peer, left out).
 fn shape(s: &Setup, node: &str) -> Vec<String> {
     let mut c = s.node(node).admin();
     let mut lines: Vec<String> = c
@@ -23,6 +24,9 @@ fn shape(s: &Setup, node: &str) -> Vec<String> {
               where c.relnamespace = 'repctl'::regnamespace and c.relkind in ('r', 'p') and not c.relispartition
              union all
              select format('%s %s', c.relname, t.reloptions) from pg_class c join pg_class t on t.oid = c.reltoastrelid
+              where c.relnamespace = 'repctl'::regnamespace and not c.relispartition
+             union all
+             select pg_get_indexdef(i.indexrelid) from pg_index i join pg_class c on c.oid = i.indrelid
               where c.relnamespace = 'repctl'::regnamespace and not c.relispartition
              union all
              select p.oid::regprocedure::text from pg_proc p where p.pronamespace = 'repctl'::regnamespace",
@@ -70,6 +74,7 @@ fn init_upgrades_a_node_installed_before_schema_versions_were_recorded() {
          alter table repctl.queue drop column resolved;
          alter table repctl.delivery drop column stopped_seq, reset (fillfactor);
          alter table repctl.applied alter column seqs set storage extended;
+         drop index repctl.version_hash;
          create function repctl.hold(text, text[], jsonb[], jsonb[], boolean) returns void language sql as '';
          create function repctl.apply(text, jsonb, bigint[]) returns integer language sql as 'select 0';
          create function repctl.{apply_fn}(jsonb, boolean, text, jsonb) returns void language sql as '';"
@@ -78,14 +83,17 @@ fn init_upgrades_a_node_installed_before_schema_versions_were_recorded() {
     // Other commands send it to init first.
     let out = s.repctl(&["lag"]);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains(
-            "node local: its repctl schema is version 0, older than this repctl's (1); run `repctl init` to upgrade it"
-        ),
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "node local: its repctl schema is version 0, older than this repctl's ({SCHEMA_VERSION}); run `repctl init` to upgrade it"
+        )),
         "{out:?}"
     );
     s.repctl_ok(&["init"], 0);
     assert_eq!(shape(&s, "local"), fresh, "migrated as a new install is");
-    assert_eq!(schema_version(&s, "local").as_deref(), Some("1"));
+    assert_eq!(
+        schema_version(&s, "local"),
+        Some(SCHEMA_VERSION.to_string())
+    );
     // And it replicates both ways.
     s.node("local")
         .exec("insert into t values (1, 'from local')");
@@ -96,19 +104,71 @@ fn init_upgrades_a_node_installed_before_schema_versions_were_recorded() {
     assert_eq!(s.node("remote").count("select count(*) from t"), 2);
 }
 
+/// Version 1 read a batch's versions keyed by k and had no index by the key's hash: init brings
+/// such a node to this version, and once alter-table rendered the table's apply function again,
+/// last-write-wins decides by the versions at the changes' positions.
+#[test]
+fn init_upgrades_a_version_1_node() {
+    let s = Setup::pair(Layout::OneCluster);
+    s.replicate_new_table(
+        "t",
+        "id int primary key, v text",
+        &["--mode", "async", "--conflict", "last-write-wins"],
+    );
+    let fresh = shape(&s, "remote");
+    s.node("local").exec(
+        "update repctl.meta set value = '1' where key = 'schema_version';
+         drop index repctl.version_hash;",
+    );
+    assert_ne!(shape(&s, "local"), fresh);
+    let out = s.repctl(&["lag"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "node local: its repctl schema is version 1, older than this repctl's ({SCHEMA_VERSION})"
+        )),
+        "{out:?}"
+    );
+    s.repctl_ok(&["init"], 0);
+    assert_eq!(shape(&s, "local"), fresh, "migrated as a new install is");
+    assert_eq!(
+        schema_version(&s, "local"),
+        Some(SCHEMA_VERSION.to_string())
+    );
+    s.repctl_ok(&["alter-table", "public.t"], 0);
+    s.node("local").exec("insert into t values (1, 'first')");
+    s.repctl_ok(&["drain"], 0);
+    // Both change the row, local last: its version is the newer, on both nodes.
+    s.node("remote")
+        .exec("update t set v = 'older' where id = 1");
+    s.node("local")
+        .exec("update t set v = 'newer' where id = 1");
+    s.repctl_ok(&["drain"], 0);
+    s.repctl_ok(&["verify"], 0);
+    assert_eq!(
+        s.node("remote")
+            .count("select count(*) from t where v = 'newer'"),
+        1
+    );
+}
+
 #[test]
 fn init_refuses_a_node_a_newer_repctl_installed() {
     let s = Setup::pair(Layout::OneCluster);
     s.repctl_ok(&["init"], 0);
-    s.node("remote")
-        .exec("update repctl.meta set value = '2' where key = 'schema_version'");
+    s.node("remote").exec(&format!(
+        "update repctl.meta set value = '{}' where key = 'schema_version'",
+        SCHEMA_VERSION + 1
+    ));
     s.node("local")
         .exec("update repctl.meta set value = 'before' where key = 'version'");
     let out = s.repctl(&["init"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("node remote: its repctl schema is version 2, newer than this repctl's (1"),
+        stderr.contains(&format!(
+            "node remote: its repctl schema is version {}, newer than this repctl's ({SCHEMA_VERSION}",
+            SCHEMA_VERSION + 1
+        )),
         "{stderr}"
     );
     // Refused before any node changed.
@@ -122,8 +182,10 @@ fn init_refuses_a_node_a_newer_repctl_installed() {
     // The other commands refuse it too.
     let out = s.repctl(&["lag"]);
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("node remote: its repctl schema is version 2, newer"),
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "node remote: its repctl schema is version {}, newer",
+            SCHEMA_VERSION + 1
+        )),
         "{out:?}"
     );
 }

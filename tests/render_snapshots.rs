@@ -56,17 +56,25 @@ fn init_migrates_only_past_the_recorded_schema_version() {
         render(Some(repctl::db::SCHEMA_VERSION)),
         render(Some(0)),
     );
+    let version_1 = render(Some(1));
     assert!(new.contains(storage));
     assert_eq!(current, new.replacen(storage, "", 1));
     for step in [
-        "-- From schema version 0 to 1.",
+        &format!(
+            "-- From schema version 0 to {}.",
+            repctl::db::SCHEMA_VERSION
+        ),
         "alter table repctl.tables add column if not exists conflict text",
         "drop function if exists repctl.hold(text, text[], jsonb[], jsonb[], boolean);",
         storage.trim_end_matches(";\n"),
     ] {
         assert!(legacy.contains(step), "{step}");
         assert!(!current.contains(step), "{step}");
+        assert!(!version_1.contains(step), "{step}");
     }
+    let step_2 = "-- Version 2: repctl.apply passes";
+    assert!(legacy.contains(step_2) && version_1.contains(step_2));
+    assert!(!current.contains(step_2));
 }
 
 #[test]

@@ -1,4 +1,9 @@
 {#- Included by node/init.sql: repctl.apply, the one apply path. -#}
+{#- The version in repctl.version v of the key k of alias: found by the key's hash (version_hash),
+    then k compared by jsonb_eq, a call, where `=` would have the planner take the primary key. -#}
+{%- macro version_of(alias) -%}
+v.tbl = v_segment.tbl and jsonb_hash_extended(v.k, 0) = jsonb_hash_extended({{ alias | qi }}.k, 0) and jsonb_eq(v.k, {{ alias | qi }}.k)
+{%- endmacro %}
 -- A batch less the changes from p_origin already applied here: those of the last drain batch
 -- (repctl.applied) and of synchronous flushes the origin stopped waiting for (repctl.applied_flush).
 -- Only tables with delta columns and append-only tables need it: every other change applied
@@ -204,7 +209,7 @@ begin
           into v_versions
           from repctl.change_keys(v_changes, v_table.nonkey) with ordinality as c(k, ord)
           left join lateral (select v.origin, v.ts, v.n from repctl.version v
-                              where v.tbl = v_segment.tbl and v.k = c.k limit 1) as v on true;
+                              where {{ version_of("c") }} limit 1) as v on true;
       elsif v_table.conflict in ('origin-wins', 'target-wins') and not v_segment.trunc then
         -- The batch's keys this node has changes of queued for the origin: a change of such a key
         -- is concurrent with this node's, even where the values coincide.
@@ -261,7 +266,7 @@ begin
           update repctl.version as v set origin = p_origin, ts = res.ts, n = coalesce(res.n, 0)
             from res
            where res.wins and res.ts is not null and v_table.conflict in ('last-write-wins', 'node-priority')
-             and v.tbl = v_segment.tbl and v.k = res.k
+             and {{ version_of("res") }}
           returning v.k),
         versions as (
           insert into repctl.version as v (tbl, k, origin, ts, n)

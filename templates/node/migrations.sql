@@ -69,3 +69,9 @@ begin
 end
 $do$;
 {% endif %}
+{% if installed_schema < 2 %}
+-- Version 2: repctl.apply passes the tables' apply functions a batch's versions at the changes'
+-- positions (node/apply.sql); a function rendered before reads them keyed by k and fails on them
+-- (jsonb_to_recordset of an object) until alter-table renders it again. catalog.sql adds the
+-- versions' index by hash (version_hash).
+{% endif %}
