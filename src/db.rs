@@ -398,7 +398,7 @@ pub fn installed_version(client: &mut Client) -> Result<Option<String>> {
 /// The version of repctl's schema (its tables and functions) this repctl installs. A change to
 /// an installed schema's shape raises it, with a step in templates/node/migrations.sql that init
 /// runs on nodes recording a lower one.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The schema version a node's repctl.meta records, or None when `repctl init` has not run there.
 /// Installs from before versions were recorded count as 0.

@@ -77,7 +77,10 @@ fn init_upgrades_a_node_installed_before_schema_versions_were_recorded() {
          drop index repctl.version_hash;
          create function repctl.hold(text, text[], jsonb[], jsonb[], boolean) returns void language sql as '';
          create function repctl.apply(text, jsonb, bigint[]) returns integer language sql as 'select 0';
-         create function repctl.{apply_fn}(jsonb, boolean, text, jsonb) returns void language sql as '';"
+         create function repctl.{apply_fn}(jsonb, boolean, text, jsonb) returns void language sql as '';
+         create function repctl.{apply_fn}(jsonb, boolean, text, jsonb, text[], text[], boolean) returns void
+           language sql as '';
+         create function repctl.table_apply(text, jsonb, boolean, text, jsonb, boolean) returns void language sql as '';"
     ));
     assert_ne!(shape(&s, "local"), fresh);
     // Other commands send it to init first.

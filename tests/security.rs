@@ -497,7 +497,10 @@ fn a_dedicated_agent_owns_repctl() {
         let shapes: Vec<&str> = definers
             .iter()
             .map(|d| {
-                if d.starts_with("repctl.apply_") || d.starts_with("repctl.capture_") {
+                if d.starts_with("repctl.apply_")
+                    || d.starts_with("repctl.capture_")
+                    || d.starts_with("repctl.read_")
+                {
                     &d[..d.find('_').unwrap()]
                 } else {
                     d.as_str()
@@ -514,6 +517,7 @@ fn a_dedicated_agent_owns_repctl() {
                 "repctl.check_peer",
                 "repctl.ddl_guard",
                 "repctl.flush",
+                "repctl.read",
                 "repctl.try_connect"
             ],
             "node {}: SECURITY DEFINER functions",
@@ -984,7 +988,7 @@ fn a_tampered_apply_function_is_not_called() {
                insert into remote.stolen values (current_user);
                select pg_catalog.jsonb_array_elements(p)
              $$;
-             alter function repctl.{}(jsonb, boolean, text, jsonb, text[], text[], boolean)
+             alter function repctl.{}(jsonb, boolean, text, text[], text[])
                security invoker set search_path = remote, pg_catalog;",
             qi(&apply_fn)
         ))
@@ -1010,4 +1014,55 @@ fn a_tampered_apply_function_is_not_called() {
     s.repctl_ok(&["drain"], 0);
     s.assert_converged(&common::TABLES);
     assert_eq!(remote.count("select count(*) from remote.stolen"), 0);
+}
+
+/// A table's apply function runs as the table's owner and reads what decides on its batch (queued
+/// changes, versions) through the table's read function, which runs as the agent: the owner may
+/// call that one, and nothing else of repctl's, another table's read function included.
+#[test]
+fn a_table_owner_may_call_only_its_own_tables_read_function() {
+    let (s, writer) = writer_setup();
+    let local = s.node("local");
+    local.exec("create table public.other (id int primary key, v text)");
+    s.node("remote")
+        .exec("create table public.other (id int primary key, v text)");
+    s.repctl_ok(
+        &["add-table", "public.other", "--conflict", "last-write-wins"],
+        0,
+    );
+    let read_fn = |table: &str| -> String {
+        let apply_fn: String = local
+            .admin()
+            .query_one(
+                "select apply_fn from repctl.tables where name = $1",
+                &[&table],
+            )
+            .unwrap()
+            .get(0);
+        format!("repctl.{}", qi(&apply_fn.replacen("apply_", "read_", 1)))
+    };
+    let mut w = login(local, &writer, WRITER_PW);
+    let batch = r#"{"t":["w.t"],"op":["U"],"r":[{"id":"1","v":"b"}],"o":[{"id":"1","v":"a"}]}"#;
+    let own: Option<String> = w
+        .query_one(
+            &format!("select {}('remote', $1::text::jsonb)::text", read_fn("w.t")),
+            &[&batch],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(own, None, "nothing queued for remote");
+    for call in [
+        format!("select {}('remote', '{{}}')", read_fn("public.other")),
+        "select repctl.apply('remote', '{}')".to_string(),
+        "select repctl.table_apply('x', '{}', false, 'remote')".to_string(),
+    ] {
+        let err = w.batch_execute(&call).unwrap_err();
+        let message = err.as_db_error().map(|e| e.message().to_string());
+        assert!(
+            message
+                .as_deref()
+                .is_some_and(|m| m.contains("permission denied")),
+            "{call}: {message:?}"
+        );
+    }
 }

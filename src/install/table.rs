@@ -484,6 +484,8 @@ pub fn render_add(
             on_apply_error => req.settings.on_apply_error.as_str(),
             capture_fn => names::capture_fn(logical),
             apply_fn => names::apply_fn(logical),
+            read_fn => names::read_fn(logical),
+            reads => !req.settings.append_only && req.settings.conflict != ConflictRule::Error,
             key_column_types => column_values(&key_columns),
             non_key_columns,
             conflict => req.settings.conflict.as_str(),
@@ -520,6 +522,7 @@ pub fn render_remove(
             table_exists,
             capture_fn => names::capture_fn(logical),
             apply_fn => names::apply_fn(logical),
+            read_fn => names::read_fn(logical),
         },
     )
 }

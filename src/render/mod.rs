@@ -81,6 +81,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/table/add.sql"),
     ),
     (
+        "version_of.sql",
+        include_str!("../../templates/version_of.sql"),
+    ),
+    (
+        "table/read.sql",
+        include_str!("../../templates/table/read.sql"),
+    ),
+    (
         "table/apply.sql",
         include_str!("../../templates/table/apply.sql"),
     ),

@@ -49,6 +49,11 @@ pub fn apply_fn(table: &str) -> String {
     derived("apply", table)
 }
 
+/// The function the apply function reads what decides on a batch's rows through (see table/read.sql).
+pub fn read_fn(table: &str) -> String {
+    derived("read", table)
+}
+
 /// The foreign server on one node that reaches `peer`.
 pub fn server(peer: &str) -> String {
     derived("repctl", peer)

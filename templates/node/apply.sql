@@ -1,9 +1,5 @@
 {#- Included by node/init.sql: repctl.apply, the one apply path. -#}
-{#- The version in repctl.version v of the key k of alias: found by the key's hash (version_hash),
-    then k compared by jsonb_eq, a call, where `=` would have the planner take the primary key. -#}
-{%- macro version_of(alias) -%}
-v.tbl = v_segment.tbl and jsonb_hash_extended(v.k, 0) = jsonb_hash_extended({{ alias | qi }}.k, 0) and jsonb_eq(v.k, {{ alias | qi }}.k)
-{%- endmacro %}
+{%- from "version_of.sql" import version_of %}
 -- A batch less the changes from p_origin already applied here: those of the last drain batch
 -- (repctl.applied) and of synchronous flushes the origin stopped waiting for (repctl.applied_flush).
 -- Only tables with delta columns and append-only tables need it: every other change applied
@@ -60,8 +56,7 @@ create or replace function repctl.build_table_apply() returns void
 language plpgsql set search_path = pg_catalog, pg_temp as $fn$
 begin
   execute format($f$
-    create or replace function repctl.table_apply(p_fn text, p_changes jsonb, p_truncate boolean, p_origin text,
-                                                  p_versions jsonb, p_lock boolean)
+    create or replace function repctl.table_apply(p_fn text, p_changes jsonb, p_truncate boolean, p_origin text)
     returns repctl.apply_result[] language plpgsql set search_path = pg_catalog, pg_temp
 {% include "plan_settings.sql" %}
     as $b$
@@ -75,7 +70,7 @@ begin
     (select string_agg(format($w$
       elsif p_fn = %L then
         return (select array_agg(row(r.*)::repctl.apply_result)
-                  from repctl.%I(p_changes, p_truncate, p_origin, p_versions, null, null, p_lock) as r);$w$, t.apply_fn, t.apply_fn),
+                  from repctl.%I(p_changes, p_truncate, p_origin, null, null) as r);$w$, t.apply_fn, t.apply_fn),
                        '' order by t.apply_fn)
        from repctl.tables t));
 end
@@ -95,12 +90,12 @@ language plpgsql security definer set search_path = pg_catalog, pg_temp
 {% include "plan_settings.sql" %}
 as $fn$
 declare
-  v_node text := (select value from repctl.meta where key = 'node');
+  v_node text := {{ node | ql }};
+  v_segments refcursor;
   v_segment record;
   v_table record;
+  v_columns record;
   v_changes jsonb;
-  v_nonkey text[];
-  v_versions jsonb;
   v_conflict record;
   v_results repctl.apply_result[];
   v_unstamped bigint;
@@ -123,24 +118,27 @@ begin
   perform set_config({{ applying_setting | ql }}, 'on', true);
   -- Waits for a schema change in progress here (alter-table --ddl), and then sees it whole.
   lock table repctl.schema_lock in access share mode;
-  for v_segment in
-    select p_changes -> 't' ->> 0 as tbl, false as trunc, 1::bigint as lo, jsonb_array_length(p_changes -> 't')::bigint as hi,
-           true as whole
-     where v_single
-    union all
-    select s.tbl, s.trunc, s.lo, s.hi, s.lo = 1 and s.hi = jsonb_array_length(p_changes -> 't') as whole
-      from (select min(e.t) as tbl, bool_or(e.op = 'T') as trunc, min(e.ord) as lo, max(e.ord) as hi
-              from (select e.*, e.ord - row_number() over (partition by e.t, e.op = 'T' order by e.ord) as grp
-                      from rows from (jsonb_array_elements_text(p_changes -> 't'), jsonb_array_elements_text(p_changes -> 'op'))
-                           with ordinality as e(t, op, ord)) e
-             group by e.t, e.op = 'T', e.grp) s
-     where not v_single
-     order by lo
+  -- Two queries, each planned once: as one (a union of both under opposite conditions) every
+  -- call started the executor for the splitting one too, a sixth of a one-row apply's CPU.
+  if v_single then
+    open v_segments for
+      select p_changes -> 't' ->> 0 as tbl, false as trunc, 1::bigint as lo, jsonb_array_length(p_changes -> 't')::bigint as hi,
+             true as whole;
+  else
+    open v_segments for
+      select s.tbl, s.trunc, s.lo, s.hi, s.lo = 1 and s.hi = jsonb_array_length(p_changes -> 't') as whole
+        from (select min(e.t) as tbl, bool_or(e.op = 'T') as trunc, min(e.ord) as lo, max(e.ord) as hi
+                from (select e.*, e.ord - row_number() over (partition by e.t, e.op = 'T' order by e.ord) as grp
+                        from rows from (jsonb_array_elements_text(p_changes -> 't'), jsonb_array_elements_text(p_changes -> 'op'))
+                             with ordinality as e(t, op, ord)) e
+               group by e.t, e.op = 'T', e.grp) s
+       order by lo;
+  end if;
   loop
-    select t.apply_fn, t.conflict, array(select c from unnest(t.columns || array(select jsonb_object_keys(t.former_columns))) c
-                 where c <> all (t.key_columns)) as nonkey,
-           t.delta_columns, t.merge_columns, cardinality(t.delta_columns) > 0 or t.merge_columns as merging, t.append_only,
-           array(select c from unnest(t.columns) c where c <> all (t.key_columns) and c <> all (t.delta_columns)) as plain,
+    fetch v_segments into v_segment;
+    exit when not found;
+    select t.apply_fn, t.conflict, t.delta_columns, t.merge_columns, cardinality(t.delta_columns) > 0 or t.merge_columns as merging,
+           t.append_only,
            (select p.prosecdef from pg_proc p where p.proname = t.apply_fn and p.pronamespace = 'repctl'::regnamespace) as definer
       into v_table from repctl.tables t where t.name = v_segment.tbl;
     if v_table.apply_fn is null then
@@ -174,7 +172,7 @@ begin
       -- A key new to the table may still have a version here (deleted here later than the
       -- insert, say): the versions must decide it, so the batch fails and comes again as row images.
       execute format($q$
-        with res as materialized (select * from repctl.%I($3, false, $2, null, $4, $5, false) as res where res.wins),
+        with res as materialized (select * from repctl.%I($3, false, $2, $4, $5) as res where res.wins),
         stamped as (
           insert into repctl.version as v (tbl, k, origin, ts)
           select $1, res.k, $2, res.ts from res
@@ -193,36 +191,18 @@ begin
         -- An increment applied twice would count twice; a row without a key would be there twice.
         v_changes := repctl.unapplied(p_origin, v_changes);
       end if;
-      if not v_segment.trunc then
-        perform repctl.table_apply(v_table.apply_fn, v_changes, false, p_origin, null, true);
-      end if;
-      v_versions := null;
-      if v_table.conflict in ('last-write-wins', 'node-priority') then
-        -- The version of each change's key at the change's position in the batch (json null where
-        -- the key has none), an array per field as the batch itself: the table's apply joins them
-        -- on the position instead of the jsonb key, and no object is built and parsed per version
-        -- (half the CPU of objects keyed by k, docs/benchmarks.md). Null when no key has one. One
-        -- index probe per change (limit 1: as a join the planner hashed every version of the table).
-        select case when count(v.ts) > 0 then jsonb_build_object('origin', jsonb_agg(v.origin order by c.ord),
-                                                                 'ts', jsonb_agg(v.ts order by c.ord),
-                                                                 'n', jsonb_agg(v.n order by c.ord)) end
-          into v_versions
-          from repctl.change_keys(v_changes, v_table.nonkey) with ordinality as c(k, ord)
-          left join lateral (select v.origin, v.ts, v.n from repctl.version v
-                              where {{ version_of("c") }} limit 1) as v on true;
-      elsif v_table.conflict in ('origin-wins', 'target-wins') and not v_segment.trunc then
-        -- The batch's keys this node has changes of queued for the origin: a change of such a key
-        -- is concurrent with this node's, even where the values coincide.
-        select jsonb_agg(distinct coalesce(q.r, q.o) - v_table.nonkey) into v_versions
-          from repctl.queue q
-         where q.peer = p_origin and q.tbl = v_segment.tbl
-           and coalesce(q.r, q.o) - v_table.nonkey in (select repctl.change_keys(v_changes, v_table.nonkey));
-      end if;
-      -- The table's apply decides and writes the table (as its owner); what it decided is recorded
-      -- by the statement below, run only when it returned anything.
-      v_results := repctl.table_apply(v_table.apply_fn, v_changes, v_segment.trunc, p_origin, v_versions, false);
+      -- The table's apply locks the batch's rows, reads what decides on them (its read function),
+      -- decides and writes the table (as its owner); what it decided is recorded by the statement
+      -- below, run only when it returned anything.
+      v_results := repctl.table_apply(v_table.apply_fn, v_changes, v_segment.trunc, p_origin);
       -- Nothing returned: no conflict, no version to record (the common case without versions).
       if v_results is not null then
+        -- The table's non-key columns (those of images from before a rename too), and those but
+        -- its delta columns.
+        select array(select c from unnest(t.columns || array(select jsonb_object_keys(t.former_columns))) c
+                      where c <> all (t.key_columns)) as nonkey,
+               array(select c from unnest(t.columns) c where c <> all (t.key_columns) and c <> all (t.delta_columns)) as plain
+          into v_columns from repctl.tables t where t.name = v_segment.tbl;
         -- The audit log, versions, and this node's own changes superseded or sent back.
         with res as materialized (select * from unnest(v_results)),
         logged as (
@@ -234,7 +214,7 @@ begin
           delete from repctl.queue q using res
            where v_table.conflict in ('origin-wins', 'target-wins') and res.kind is not null
              and (not v_table.merging or res.remote_row is null or q.op = 'D')
-             and q.peer = p_origin and q.tbl = v_segment.tbl and coalesce(q.r, q.o) - v_table.nonkey = res.k),
+             and q.peer = p_origin and q.tbl = v_segment.tbl and coalesce(q.r, q.o) - v_columns.nonkey = res.k),
         -- A table with delta columns or merge-columns keeps this node's changes of the key queued,
         -- less the columns the winner decided: their increments, and (merge-columns) the other
         -- columns they changed, still reach the origin.
@@ -245,12 +225,12 @@ begin
                           else q.o end,
                  r = q.r || coalesce((select jsonb_object_agg(e.key, e.value)
                                         from jsonb_each(case when q.op = 'I' then q.r else q.o end) as e
-                                       where e.key = any (repctl.decided_columns(res.before_row, res.remote_row, v_table.plain,
+                                       where e.key = any (repctl.decided_columns(res.before_row, res.remote_row, v_columns.plain,
                                                                                  v_table.merge_columns))), '{}')
             from res
            where v_table.merging and v_table.conflict in ('origin-wins', 'target-wins') and res.kind is not null
              and res.remote_row is not null
-             and q.op <> 'D' and q.peer = p_origin and q.tbl = v_segment.tbl and coalesce(q.r, q.o) - v_table.nonkey = res.k),
+             and q.op <> 'D' and q.peer = p_origin and q.tbl = v_segment.tbl and coalesce(q.r, q.o) - v_columns.nonkey = res.k),
         resent as (
           insert into repctl.queue (peer, tbl, op, r, o, resolved)
           select p_origin, v_segment.tbl, case when res.local_row is null then 'D' else 'U' end, res.local_row,
@@ -266,7 +246,7 @@ begin
           update repctl.version as v set origin = p_origin, ts = res.ts, n = coalesce(res.n, 0)
             from res
            where res.wins and res.ts is not null and v_table.conflict in ('last-write-wins', 'node-priority')
-             and {{ version_of("res") }}
+             and v.tbl = v_segment.tbl and {{ version_of("res") }}
           returning v.k),
         versions as (
           insert into repctl.version as v (tbl, k, origin, ts, n)
@@ -289,6 +269,7 @@ begin
     end if;
     v_count := v_count + coalesce(cardinality(p_values) / cardinality(p_columns), v_segment.hi - v_segment.lo + 1);
   end loop;
+  close v_segments;
   if p_batch is not null then
     insert into repctl.applied as a (origin, seqs, at) values (p_origin, p_batch, now())
     on conflict (origin) do update set seqs = excluded.seqs, at = excluded.at;

@@ -75,3 +75,18 @@ $do$;
 -- (jsonb_to_recordset of an object) until alter-table renders it again. catalog.sql adds the
 -- versions' index by hash (version_hash).
 {% endif %}
+{% if installed_schema < 3 %}
+-- Version 3: a table's apply function locks its batch's rows and reads what decides on them itself
+-- (through the table's read function, which alter-table installs), where repctl.apply read it and
+-- called it twice. Until alter-table renders a table's new one, its changes wait, queued.
+drop function if exists repctl.table_apply(text, jsonb, boolean, text, jsonb, boolean);
+do $do$
+declare
+  v_fn name;
+begin
+  for v_fn in select t.apply_fn from repctl.tables t loop
+    execute format('drop function if exists repctl.%I(jsonb, boolean, text, jsonb, text[], text[], boolean)', v_fn);
+  end loop;
+end
+$do$;
+{% endif %}

@@ -21,6 +21,7 @@ on conflict (name) do update set
   column_types = excluded.column_types, former_columns = excluded.former_columns, added_columns = excluded.added_columns,
   table_columns = excluded.table_columns, interleave_sequences = excluded.interleave_sequences,
   append_only = excluded.append_only;
+{% include "table/read.sql" %}
 {% include "table/apply.sql" %}
 {% include "table/capture.sql" %}
 select repctl.build_table_apply();

@@ -6,9 +6,9 @@
 {%- macro keys(alias) -%}
 {% for c in key_columns %}{% if alias %}{{ alias | qi }}.{% endif %}{{ c | qi }}{% if not loop.last %}, {% endif %}{% endfor %}
 {%- endmacro -%}
-{#- The key columns of the key image k of alias, typed; named as the columns with `named`. -#}
-{%- macro typed_key(alias, named=false) -%}
-{% for c in key_column_types %}({{ alias | qi }}.k ->> {{ c.name | ql }})::{{ c.type }}{% if named %} as {{ c.name | qi }}{% endif %}{% if not loop.last %}, {% endif %}{% endfor %}
+{#- The key columns of the key image (or row image) `image` of alias, typed; named as the columns with `named`. -#}
+{%- macro typed_key(alias, named=false, image="k") -%}
+{% for c in key_column_types %}({{ alias | qi }}.{{ image | qi }} ->> {{ c.name | ql }})::{{ c.type }}{% if named %} as {{ c.name | qi }}{% endif %}{% if not loop.last %}, {% endif %}{% endfor %}
 {%- endmacro -%}
 {#- The key image of change c: of its old row for a delete, of its new row else. -#}
 {%- macro change_key(c) -%}
@@ -74,13 +74,16 @@ jsonb_object(array[{% for c in of %}{{ c.name | ql }}{% if not loop.last %}, {% 
 {%- endmacro -%}
 -- Apply for {{ name | ql }} on node {{ node | ql }} (conflicts: {{ conflict | ql }}). It runs with the
 -- rights of the table's owner, so the table's triggers, defaults and checks never run as repctl's
--- (superuser) role; it touches nothing of repctl's: the current versions of the batch's keys come
--- in p_versions (for the rules without versions, the keys this node has changes of queued for the
--- origin), and its conflict decisions go back to repctl.apply, which records them.
--- Dropped first: CREATE OR REPLACE cannot change a function's result columns.
+-- (superuser) role; it touches nothing of repctl's but what the table's read function gives it (the
+-- current versions of the batch's keys, or for the rules without versions the keys this node has
+-- changes of queued for the origin), and its conflict decisions go back to repctl.apply, which
+-- records them.
+-- Dropped first: CREATE OR REPLACE cannot change a function's arguments or result columns (an
+-- older repctl's took the versions, and a lock-only call, from repctl.apply).
 drop function if exists repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb, text[], text[], boolean);
-create or replace function repctl.{{ apply_fn | qi }}(p_changes jsonb, p_truncate boolean, p_origin text, p_versions jsonb,
-                                                      p_columns text[], p_values text[], p_lock boolean)
+drop function if exists repctl.{{ apply_fn | qi }}(jsonb, boolean, text, text[], text[]);
+create or replace function repctl.{{ apply_fn | qi }}(p_changes jsonb, p_truncate boolean, p_origin text,
+                                                      p_columns text[], p_values text[])
 returns table (k jsonb, kind text, local_row jsonb, before_row jsonb, remote_row jsonb, wins boolean, ts timestamptz, n integer)
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
@@ -90,27 +93,11 @@ as $fn$
 #variable_conflict use_column
 declare
   v_inserted boolean := false;
-begin
-  if p_lock then
-{% if append_only %}
-    -- No key: nothing to lock, an insert decides nothing.
-    return;
-{% else %}
-    -- Before repctl.apply reads what decides on the batch's rows (their versions, or this node's
-    -- changes of them queued for the origin), the rows are locked, so that it decides on what it
-    -- then writes over: a writer here that changed one meanwhile has committed its row and its
-    -- version by then, and a later one waits for this batch. In key order, as every applier.
-    -- One index probe per key: as a join the planner took the batch for 100 rows and scanned the
-    -- whole table instead (1 ms for one row of a 2,000-row table).
-    perform from (select distinct {{ typed_key("c", true) }}
-                    from (select {{ change_key("c") }} as k
-                            from rows from (jsonb_array_elements_text(p_changes -> 'op'), jsonb_array_elements(p_changes -> 'r'),
-                                            jsonb_array_elements(p_changes -> 'o')) as c(op, r, o)) as c
-                   order by {{ keys("") }}) as c
-     cross join lateral (select from {{ table }} as t where ({{ keys("t") }}) = ({{ keys("c") }}) for update of t) as l;
-    return;
+{% if not append_only %}
+  -- What decides on the batch's rows besides the rows (see the table's read function).
+  v_versions jsonb;
 {% endif %}
-  end if;
+begin
 {% if append_only %}
   -- Append-only (no key): every change is an insert, and the table cannot be truncated. A batch
   -- replayed, or a synchronous flush delivered again by a drain, is left out by repctl.apply
@@ -160,11 +147,61 @@ begin
 {% endif %}
     return;
   end if;
-  if (p_changes -> 'op') <@ '["I"]' and p_versions is null then
+  -- The batch's rows are locked before what decides on them is read, so that the decision is on
+  -- what is then written over: a writer here that changed one meanwhile has committed its row
+  -- and its version (or queued change) by then, and a later one waits for this batch. In key
+  -- order, as every applier.
+  if jsonb_array_length(p_changes -> 'op') = 1 then
+    perform from {{ table }} as t,
+                 (select {{ change_key("c") }} as k
+                    from (select p_changes -> 'op' ->> 0 as op, p_changes -> 'r' -> 0 as r, p_changes -> 'o' -> 0 as o) as c) as c
+     where ({{ keys("t") }}) = ({{ typed_key("c") }})
+       for update of t;
+  else
+    -- One index probe per key: as a join the planner took the batch for 100 rows and scanned the
+    -- whole table instead (1 ms for one row of a 2,000-row table).
+    perform from (select distinct {{ typed_key("c", true) }}
+                    from (select {{ change_key("c") }} as k
+                            from rows from (jsonb_array_elements_text(p_changes -> 'op'), jsonb_array_elements(p_changes -> 'r'),
+                                            jsonb_array_elements(p_changes -> 'o')) as c(op, r, o)) as c
+                   order by {{ keys("") }}) as c
+     cross join lateral (select from {{ table }} as t where ({{ keys("t") }}) = ({{ keys("c") }}) for update of t) as l;
+  end if;
+{% if reads %}
+  v_versions := repctl.{{ read_fn | qi }}(p_origin, p_changes);
+{% endif %}
+{% if not versioned and not merging %}
+  if v_versions is null and jsonb_array_length(p_changes -> 'op') = 1{% if not update_columns %} and p_changes -> 'op' ->> 0 <> 'U'{% endif %} then
+    -- One change, none of this node's queued for the origin (a synchronous commit's usual
+    -- payload): one plain statement applies it when this node's row is what the origin started
+    -- from (or, for an insert, there is none), which is no conflict. Anything else is decided below.
+    case p_changes -> 'op' ->> 0
+{% if update_columns %}
+    when 'U' then
+      update {{ table }} as t set
+{% for c in columns if c.name not in key_columns %}
+        {{ c.name | qi }} = (c.r ->> {{ c.name | ql }})::{{ c.type }}{% if not loop.last %},{% endif +%}
+{% endfor %}
+        from (select p_changes -> 'r' -> 0 as r, p_changes -> 'o' -> 0 as o) as c
+       where ({{ keys("t") }}) = ({{ typed_key("c", image="o") }}) and {{ image("t", columns) }} = c.o;
+{% endif %}
+    when 'D' then
+      delete from {{ table }} as t using (select p_changes -> 'o' -> 0 as o) as c
+       where ({{ keys("t") }}) = ({{ typed_key("c", image="o") }}) and {{ image("t", columns) }} = c.o;
+    when 'I' then
+      {{ insert_images() }}
+      on conflict ({{ keys("") }}) do nothing;
+    end case;
+    if found then
+      return;
+    end if;
+  end if;
+{% endif %}
+  if (p_changes -> 'op') <@ '["I"]' and v_versions is null then
     -- Only inserts (a bulk load, the common backlog): tried as one plain insert, which is all
     -- applying them takes when the keys are new here. A key this node has, or one inserted twice
     -- in the batch, fails it with nothing written, and the batch takes the path below, which
-    -- compares and decides. So does a key p_versions lists: one with a version here (a newer
+    -- compares and decides. So does a key v_versions lists: one with a version here (a newer
     -- delete of it must win), or with a change queued here for the origin (a concurrent one).
     begin
       {{ insert_images() }};
@@ -250,7 +287,7 @@ begin
   ), here as materialized (
     -- Materialized: the judgement below reads cur several times, one index probe per key is enough.
     select b.*, (select {{ image("t", columns) }} from {{ table }} as t where ({{ keys("t") }}) = ({{ typed_key("b") }})) as cur{% if not versioned %},
-           coalesce(p_versions @> jsonb_build_array(b.k), false) as pending{% endif %}
+           coalesce(v_versions @> jsonb_build_array(b.k), false) as pending{% endif %}
       from batch as b
 {% if added %}
   ), merged as (
@@ -330,10 +367,10 @@ begin
       end as wins
       from judged as j
 {% if versioned %}
-      -- p_versions holds the version of each change's key at the change's position (see repctl.apply).
+      -- v_versions holds the version of each change's key at the change's position (see the read function).
       left join (select p.ord, p.origin, p.ts::timestamptz as ts, p.n::integer as n
-                   from rows from (jsonb_array_elements_text(p_versions -> 'origin'), jsonb_array_elements_text(p_versions -> 'ts'),
-                                   jsonb_array_elements_text(p_versions -> 'n')) with ordinality as p(origin, ts, n, ord)) as v
+                   from rows from (jsonb_array_elements_text(v_versions -> 'origin'), jsonb_array_elements_text(v_versions -> 'ts'),
+                                   jsonb_array_elements_text(v_versions -> 'n')) with ordinality as p(origin, ts, n, ord)) as v
         on v.ord = j.ord
 {% endif %}
   ), deleted as (
@@ -393,5 +430,5 @@ begin
 {% endif %}
 end
 $fn$;
-revoke all on function repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb, text[], text[], boolean) from public;
-alter function repctl.{{ apply_fn | qi }}(jsonb, boolean, text, jsonb, text[], text[], boolean) owner to {{ table_owner | qi }};
+revoke all on function repctl.{{ apply_fn | qi }}(jsonb, boolean, text, text[], text[]) from public;
+alter function repctl.{{ apply_fn | qi }}(jsonb, boolean, text, text[], text[]) owner to {{ table_owner | qi }};
