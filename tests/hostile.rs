@@ -132,8 +132,8 @@ fn round_trip(s: &Setup, schema: &str, table: &str, mode: &str) {
         );
         assert_eq!(
             n.repctl_functions().len(),
-            before.len() + 2,
-            "node {}: one capture and one apply function for {sql}",
+            before.len() + 3,
+            "node {}: one capture, one apply and one read function for {sql}",
             n.name
         );
     }
@@ -266,7 +266,14 @@ fn long_names_sharing_a_prefix_get_distinct_functions() {
     s.repctl_ok(&["add-table", &sql(&b), "--mode", "async"], 0);
     for (n, base) in s.nodes.iter().zip(&base) {
         let added: Vec<String> = n.repctl_functions().difference(base).cloned().collect();
-        assert_eq!(added.len(), 4, "node {}: {added:?}", n.name);
+        // A capture, an apply and a read function each, none of their names cut short.
+        assert_eq!(added.len(), 6, "node {}: {added:?}", n.name);
+        assert!(
+            added
+                .iter()
+                .all(|f| f.trim_start_matches("repctl.").split('(').next().unwrap().len() <= 63),
+            "{added:?}"
+        );
         let names: BTreeSet<String> = n
             .admin()
             .query(

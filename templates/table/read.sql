@@ -15,6 +15,13 @@
 create or replace function repctl.{{ read_fn | qi }}(p_origin text, p_changes jsonb) returns jsonb
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp
 {% include "plan_settings.sql" %}
+{% if not versioned %}
+-- The queue has no index by key: each of its rows for the origin is looked up once among the
+-- batch's keys, hashed. Taking the queue for a few rows (its statistics lag behind writers), the
+-- planner compared every row with every key instead, a batch times the queue: with writers on both
+-- nodes, drain fell behind for good (tests/schema.rs).
+set enable_nestloop = off
+{% endif %}
 as $fn$
 begin
 {% if versioned %}
