@@ -98,6 +98,12 @@ declare
   v_horizon xid8;
   v_conn text;
   v_deadline timestamptz;
+  -- How long this session's flushes poll without sleeping (see the wait below), in microseconds;
+  -- at or below 0, a count of flushes since the last probe.
+  v_spin integer := coalesce(nullif(current_setting('repctl.flush_spin', true), '')::integer, 300);
+  v_budget integer;
+  v_spin_until timestamptz;
+  v_slept boolean;
   v_from bigint := current_setting('repctl.flush_from')::bigint;
 begin
   delete from repctl.flush_request where xid = v_me;
@@ -176,18 +182,29 @@ begin
       -- network gone) must not hang the writer's commit. dblink itself would wait forever.
       perform {{ dblink_schema | qi }}.dblink_send_query(v_conn, repctl.flush_statement(v_origin, v_payload));
       v_deadline := clock_timestamp() + {{ flush_timeout | ql }}::interval;
-      -- Polled in 1 ms sleeps, pg_sleep's least: asked for 0.5 ms, it waits its one 1 ms tick, where
-      -- asked for 1 ms it often waits a second tick (2.1 ms on average, measured). A blocking wait would take one wake-up when the
-      -- answer arrives, but nothing bounds it at commit (no statement_timeout runs there, and a
-      -- frozen peer's kernel still acknowledges what is sent). Polling without sleeping answers
-      -- sooner on idle cores, but with more writers than cores it burns the CPU the peer's apply
-      -- needs (issue 15: spinning the first 0.3 ms ran 0.8-0.9x the TPS of sleeping at once).
+      -- A blocking wait would take one wake-up when the answer arrives, but nothing bounds it at
+      -- commit (no statement_timeout runs there, and a frozen peer's kernel still acknowledges what
+      -- is sent). So the answer is polled: first without sleeping, for as long as this session's
+      -- recent answers say is worth it, then in sleeps of pg_sleep's least, one 1 ms tick (asked
+      -- for 0.5 ms; asked for 1 ms it often waits two, 2.1 ms on average, measured). On idle cores
+      -- a one-row apply answers in well under a tick; with more writers than cores, polling burns
+      -- the CPU the peers' applies need and the answers come later. The budget adapts as a spin
+      -- lock's does: up by 0.1 ms after an answer within it (at most 1 ms), halved after one that
+      -- needed a sleep, and once at 0 a probe of 0.3 ms every 16 flushes.
+      v_budget := case when v_spin > 0 then v_spin when v_spin <= -16 then 300 else 0 end;
+      v_spin_until := clock_timestamp() + make_interval(secs => v_budget / 1e6);
+      v_slept := false;
       while {{ dblink_schema | qi }}.dblink_is_busy(v_conn) = 1 loop
+        continue when clock_timestamp() < v_spin_until;
         if clock_timestamp() > v_deadline then
           raise exception 'no answer within %', {{ flush_timeout | ql }};
         end if;
+        v_slept := true;
         perform pg_sleep(0.0005);
       end loop;
+      v_spin := case when not v_slept then least(v_budget + 100, 1000) when v_spin > 0 then v_spin / 2
+                     when v_spin <= -16 then 0 else v_spin - 1 end;
+      perform set_config('repctl.flush_spin', v_spin::text, false);
       perform from {{ dblink_schema | qi }}.dblink_get_result(v_conn) as applied(n integer);
       -- The empty result that frees the connection for the next query.
       perform from {{ dblink_schema | qi }}.dblink_get_result(v_conn) as done(n integer);
