@@ -108,6 +108,7 @@ declare
   -- at or below 0, a count of flushes since the last probe.
   v_spin integer := coalesce(nullif(current_setting('repctl.flush_spin', true), '')::integer, 300);
   v_budget integer;
+  v_sent timestamptz;
   v_spin_until timestamptz;
   v_slept boolean;
   v_from bigint := current_setting('repctl.flush_from')::bigint;
@@ -193,12 +194,13 @@ begin
       -- is sent). So the answer is polled: first without sleeping, for as long as this session's
       -- recent answers say is worth it, then in sleeps of pg_sleep's least, one 1 ms tick (asked
       -- for 0.5 ms; asked for 1 ms it often waits two, 2.1 ms on average, measured). On idle cores
-      -- a one-row apply answers in well under a tick; with more writers than cores, polling burns
-      -- the CPU the peers' applies need and the answers come later. The budget adapts as a spin
-      -- lock's does: up by 0.1 ms after an answer within it (at most 1 ms), halved after one that
-      -- needed a sleep, and once at 0 a probe of 0.3 ms every 16 flushes.
-      v_budget := case when v_spin > 0 then v_spin when v_spin <= -16 then 300 else 0 end;
-      v_spin_until := clock_timestamp() + make_interval(secs => v_budget / 1e6);
+      -- a one-row apply answers within a tick (0.7-0.9 ms here); with more writers than cores,
+      -- polling burns the CPU the peers' applies need and the answers come later. The budget
+      -- adapts: twice the last answer's time when it came within the budget (0.2 ms to 1 ms),
+      -- halved after one that needed a sleep, and once at 0 a probe of 1 ms every 16 flushes.
+      v_budget := case when v_spin > 0 then v_spin when v_spin <= -16 then 1000 else 0 end;
+      v_sent := clock_timestamp();
+      v_spin_until := v_sent + make_interval(secs => v_budget / 1e6);
       v_slept := false;
       while {{ dblink_schema | qi }}.dblink_is_busy(v_conn) = 1 loop
         continue when clock_timestamp() < v_spin_until;
@@ -208,8 +210,9 @@ begin
         v_slept := true;
         perform pg_sleep(0.0005);
       end loop;
-      v_spin := case when not v_slept then least(v_budget + 100, 1000) when v_spin > 0 then v_spin / 2
-                     when v_spin <= -16 then 0 else v_spin - 1 end;
+      v_spin := case when not v_slept
+                       then least(greatest(2 * extract(epoch from clock_timestamp() - v_sent) * 1e6, 200), 1000)::integer
+                     when v_spin > 0 then v_spin / 2 when v_spin <= -16 then 0 else v_spin - 1 end;
       perform set_config('repctl.flush_spin', v_spin::text, false);
       perform from {{ dblink_schema | qi }}.dblink_get_result(v_conn) as applied(n integer);
       -- The empty result that frees the connection for the next query.
