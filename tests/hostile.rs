@@ -269,9 +269,13 @@ fn long_names_sharing_a_prefix_get_distinct_functions() {
         // A capture, an apply and a read function each, none of their names cut short.
         assert_eq!(added.len(), 6, "node {}: {added:?}", n.name);
         assert!(
-            added
-                .iter()
-                .all(|f| f.trim_start_matches("repctl.").split('(').next().unwrap().len() <= 63),
+            added.iter().all(|f| f
+                .trim_start_matches("repctl.")
+                .split('(')
+                .next()
+                .unwrap()
+                .len()
+                <= 63),
             "{added:?}"
         );
         let names: BTreeSet<String> = n

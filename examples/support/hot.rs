@@ -6,6 +6,8 @@
 //! 3. TPC-B on both masters (two writers each, the history insert left out) with `repctl run`
 //!    delivering: TPS per node, and the time from the writers stopping until `repctl verify`
 //!    finds the nodes equal.
+//! 4. The same in the default mode (synchronous, origin-wins), `repctl run` delivering what a
+//!    crossing flush left queued (issue 15): TPS per node and each node's slowest second.
 
 use std::fmt::Write as _;
 use std::process::{Command, Stdio};
@@ -84,20 +86,14 @@ impl Mesh {
         self.clusters[node].connect("hot")
     }
 
-    fn setup(&self, ddl: &str, tables: &[&str]) -> Result<()> {
+    /// Creates the tables and replicates them with `add_table`'s options.
+    fn setup(&self, ddl: &str, tables: &[&str], add_table: &[&str]) -> Result<()> {
         for c in &self.clusters {
             c.execute_admin("hot", ddl)?;
         }
         self.ok(&["init"])?;
         for t in tables {
-            self.ok(&[
-                "add-table",
-                t,
-                "--mode",
-                "async",
-                "--conflict",
-                "last-write-wins",
-            ])?;
+            self.ok(&[&["add-table", t], add_table].concat())?;
         }
         Ok(())
     }
@@ -137,14 +133,81 @@ fn peer_writer(mut c: Client, seed: u64, stop: &AtomicBool) -> Result<Duration> 
     Ok(longest)
 }
 
-/// TPC-B transactions until `stop`; how many committed.
-fn tpcb(mut c: Client, seed: u64, stop: &AtomicBool) -> Result<u64> {
-    let (mut rng, mut done) = (seed | 1, 0);
+/// TPC-B transactions until `stop`: how many committed in each second from `start`.
+fn tpcb(mut c: Client, seed: u64, stop: &AtomicBool, start: Instant) -> Result<Vec<u64>> {
+    let (mut rng, mut done) = (seed | 1, vec![]);
     while !stop.load(Ordering::Relaxed) {
         tpcb::transaction(&mut c, &mut rng, ACCOUNTS)?;
-        done += 1;
+        let second = start.elapsed().as_secs() as usize;
+        if done.len() <= second {
+            done.resize(second + 1, 0);
+        }
+        done[second] += 1;
     }
     Ok(done)
+}
+
+/// A node's TPC-B: its mean TPS and its slowest whole second.
+struct Tpcb {
+    tps: [f64; 2],
+    slowest: [u64; 2],
+    /// From the writers stopping until `repctl verify` finds the nodes equal.
+    equal: Duration,
+}
+
+/// TPC-B on both masters, two writers each, for `seconds`, tables replicated with `add_table`'s
+/// options and `repctl run` delivering what is queued.
+fn tpcb_both(cli: &[std::ffi::OsString], seconds: u64, add_table: &[&str]) -> Result<Tpcb> {
+    let m = Mesh::start(cli)?;
+    m.setup(&tpcb::tables(ACCOUNTS), &tpcb::TABLES, add_table)?;
+    let log = tempfile::NamedTempFile::new()?;
+    let mut run = m
+        .command(&["run"])
+        .stdout(Stdio::null())
+        .stderr(log.reopen()?)
+        .spawn()?;
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    let done = std::thread::scope(|s| -> Result<Vec<Vec<u64>>> {
+        let writers: Vec<_> = (0..4u64)
+            .map(|k| {
+                let (c, stop) = (m.connect(k as usize % 2), &stop);
+                s.spawn(move || tpcb(c?, 0x2545_f491 * (k + 1), stop, start))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(seconds));
+        stop.store(true, Ordering::Relaxed);
+        writers
+            .into_iter()
+            .map(|w| w.join().expect("writer thread"))
+            .collect()
+    })?;
+    let stopped = Instant::now();
+    while !m.command(&["verify"]).output()?.status.success() {
+        ensure!(
+            stopped.elapsed() < Duration::from_secs(600),
+            "TPC-B: nodes not equal 10 min after the writers stopped; run's log: {}",
+            std::fs::read_to_string(log.path()).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let equal = stopped.elapsed();
+    let _ = run.kill();
+    let _ = run.wait();
+    // Per node, its two writers' counts added up second by second; the last, partial second left out.
+    let per_second = |node: usize| -> Vec<u64> {
+        (0..seconds as usize)
+            .map(|i| done[node].get(i).unwrap_or(&0) + done[node + 2].get(i).unwrap_or(&0))
+            .collect()
+    };
+    let (a, b) = (per_second(0), per_second(1));
+    let tps = |v: &[u64]| v.iter().sum::<u64>() as f64 / seconds as f64;
+    let slowest = |v: &[u64]| v.iter().copied().min().unwrap_or(0);
+    Ok(Tpcb {
+        tps: [tps(&a), tps(&b)],
+        slowest: [slowest(&a), slowest(&b)],
+        equal,
+    })
 }
 
 pub fn hot(cli: &[std::ffi::OsString], seconds: u64) -> Result<()> {
@@ -158,6 +221,7 @@ pub fn hot(cli: &[std::ffi::OsString], seconds: u64) -> Result<()> {
                   insert into hot.t select g, 0, 'x' from generate_series(1, {ROWS}) g"
         ),
         &["hot.t"],
+        &["--mode", "async", "--conflict", "last-write-wins"],
     )?;
     both_update_all(&m)?;
     let (ab, ab_s) = m.drain("a", "b")?;
@@ -204,52 +268,38 @@ pub fn hot(cli: &[std::ffi::OsString], seconds: u64) -> Result<()> {
     );
     drop(m);
 
-    let m = Mesh::start(cli)?;
-    m.setup(&tpcb::tables(ACCOUNTS), &tpcb::TABLES)?;
-    let log = tempfile::NamedTempFile::new()?;
-    let mut run = m
-        .command(&["run"])
-        .stdout(Stdio::null())
-        .stderr(log.reopen()?)
-        .spawn()?;
-    let stop = AtomicBool::new(false);
-    let done = std::thread::scope(|s| -> Result<Vec<u64>> {
-        let writers: Vec<_> = (0..4u64)
-            .map(|k| {
-                let (c, stop) = (m.connect(k as usize % 2), &stop);
-                s.spawn(move || tpcb(c?, 0x2545_f491 * (k + 1), stop))
-            })
-            .collect();
-        std::thread::sleep(Duration::from_secs(seconds));
-        stop.store(true, Ordering::Relaxed);
-        writers
-            .into_iter()
-            .map(|w| w.join().expect("writer thread"))
-            .collect()
-    })?;
-    let stopped = Instant::now();
-    while !m.command(&["verify"]).output()?.status.success() {
-        ensure!(
-            stopped.elapsed() < Duration::from_secs(600),
-            "TPC-B: nodes not equal 10 min after the writers stopped; run's log: {}",
-            std::fs::read_to_string(log.path()).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let equal = stopped.elapsed();
-    let _ = run.kill();
-    let _ = run.wait();
-    let tps = |node: usize| (done[node] + done[node + 2]) as f64 / seconds as f64;
+    let lww = tpcb_both(
+        cli,
+        seconds,
+        &["--mode", "async", "--conflict", "last-write-wins"],
+    )?;
     let _ = writeln!(
         report,
         "| TPC-B {seconds} s on both masters, 2 writers each, `repctl run`: TPS a / b | {:.0} / {:.0} |",
-        tps(0),
-        tps(1)
+        lww.tps[0], lww.tps[1]
     );
     let _ = writeln!(
         report,
         "| TPC-B: nodes equal after the writers stopped, s (verify's own time included) | {:.1} |",
-        equal.as_secs_f64()
+        lww.equal.as_secs_f64()
+    );
+    let sync = tpcb_both(cli, seconds, &[])?;
+    let _ = writeln!(
+        report,
+        "| TPC-B {seconds} s as above, default sync mode (origin-wins), `repctl run` too: TPS a / b (ratio) | {:.0} / {:.0} ({:.1}×) |",
+        sync.tps[0],
+        sync.tps[1],
+        sync.tps[0].max(sync.tps[1]) / sync.tps[0].min(sync.tps[1]).max(1.0)
+    );
+    let _ = writeln!(
+        report,
+        "| TPC-B sync: each node's slowest second, transactions a / b | {} / {} |",
+        sync.slowest[0], sync.slowest[1]
+    );
+    let _ = writeln!(
+        report,
+        "| TPC-B sync: nodes equal after the writers stopped, s | {:.1} |",
+        sync.equal.as_secs_f64()
     );
     println!("{report}");
     Ok(())

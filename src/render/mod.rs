@@ -217,6 +217,7 @@ fn build_environment<'a>(sources: &[(&'a str, &'a str)]) -> Environment<'a> {
     env.add_global("lock_key", crate::locks::LOCK_KEY);
     env.add_global("notify_channel", names::NOTIFY_CHANNEL);
     env.add_global("applying_setting", names::APPLYING_SETTING);
+    env.add_global("flushing_setting", names::FLUSHING_SETTING);
     env.add_global(
         "capture_triggers",
         Value::from_pairs(names::CAPTURE_TRIGGERS),

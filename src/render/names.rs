@@ -23,6 +23,11 @@ pub const NOTIFY_CHANNEL: &str = "repctl";
 /// copy): the capture triggers do not send them on.
 pub const APPLYING_SETTING: &str = "repctl.applying";
 
+/// Transaction-local setting on the peer that marks an apply as a synchronous flush (set by the
+/// statement the flush prepares): there a conflict under origin-wins or target-wins is refused, so
+/// that the change queues and is resolved in delivery order.
+pub const FLUSHING_SETTING: &str = "repctl.flushing";
+
 /// `prefix_readable_hash`: readable part sanitized and cut to fit, the hash over the exact source.
 pub fn derived(prefix: &str, source: &str) -> String {
     let hash = format!("{:012x}", fnv1a(source.as_bytes()) & 0xffff_ffff_ffff);

@@ -195,6 +195,17 @@ begin
       -- decides and writes the table (as its owner); what it decided is recorded by the statement
       -- below, run only when it returned anything.
       v_results := repctl.table_apply(v_table.apply_fn, v_changes, v_segment.trunc, p_origin);
+      -- A synchronous flush does not resolve a conflict under a rule that judges by delivery order:
+      -- this node's change of the row may be on its way to the origin at the same moment (queued and
+      -- read by a drain, or in a flush of its own), and each node would take the other's. Refused,
+      -- the origin queues the change, and the queues deliver both directions one after the other.
+      if v_results is not null and v_table.conflict in ('origin-wins', 'target-wins')
+         and current_setting({{ flushing_setting | ql }}, true) is not distinct from 'on'
+         and exists (select from unnest(v_results) as r where r.kind is not null and r.kind <> 'merged') then
+        raise exception 'repctl: a change of % from node % meets one of node % not yet delivered there; queued, for % to decide in delivery order',
+          v_segment.tbl, p_origin, v_node, v_table.conflict
+          using errcode = 'serialization_failure';
+      end if;
       -- Nothing returned: no conflict, no version to record (the common case without versions).
       if v_results is not null then
         -- The table's non-key columns (those of images from before a rename too), and those but

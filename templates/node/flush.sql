@@ -182,8 +182,10 @@ begin
         -- the rows' locks against the drain that delivers them.
         perform {{ dblink_schema | qi }}.dblink_exec(v_conn,
           format('set statement_timeout = %L', (extract(epoch from {{ flush_timeout | ql }}::interval) * 1000)::bigint));
-        -- Planned once per connection, not per commit.
-        perform {{ dblink_schema | qi }}.dblink_exec(v_conn, 'prepare repctl_apply(text, jsonb) as select repctl.apply($1, $2)');
+        -- Planned once per connection, not per commit; marks the apply as a flush (see repctl.apply).
+        perform {{ dblink_schema | qi }}.dblink_exec(v_conn, format(
+          'prepare repctl_apply(text, jsonb) as select repctl.apply($1, $2) from pg_catalog.set_config(%L, ''on'', true)',
+          {{ flushing_setting | ql }}));
       end if;
       -- Sent asynchronously and awaited with a deadline: a peer that stops answering (frozen,
       -- network gone) must not hang the writer's commit. dblink itself would wait forever.
