@@ -133,6 +133,11 @@ fn peer_writer(mut c: Client, seed: u64, stop: &AtomicBool) -> Result<Duration> 
     Ok(longest)
 }
 
+/// Appends a row `| what | figure |` to the report's table.
+fn row(report: &mut String, what: &str, figure: String) {
+    let _ = writeln!(report, "| {what} | {figure} |");
+}
+
 /// TPC-B transactions until `stop`: how many committed in each second from `start`.
 fn tpcb(mut c: Client, seed: u64, stop: &AtomicBool, start: Instant) -> Result<Vec<u64>> {
     let (mut rng, mut done) = (seed | 1, vec![]);
@@ -226,20 +231,20 @@ pub fn hot(cli: &[std::ffi::OsString], seconds: u64) -> Result<()> {
     both_update_all(&m)?;
     let (ab, ab_s) = m.drain("a", "b")?;
     let (ba, ba_s) = m.drain("b", "a")?;
-    let _ = writeln!(
-        report,
-        "| conflict-heavy delivery a→b (every change a conflict, loses there), changes/s | {:.0} |",
-        ab as f64 / ab_s
+    row(
+        &mut report,
+        "conflict-heavy delivery a→b (every change a conflict, loses there), changes/s",
+        format!("{:.0}", ab as f64 / ab_s),
     );
-    let _ = writeln!(
-        report,
-        "| conflict-heavy delivery b→a (every change a conflict, wins there), changes/s | {:.0} |",
-        ba as f64 / ba_s
+    row(
+        &mut report,
+        "conflict-heavy delivery b→a (every change a conflict, wins there), changes/s",
+        format!("{:.0}", ba as f64 / ba_s),
     );
-    let _ = writeln!(
-        report,
-        "| conflict-heavy delivery, both ways, changes/s | {:.0} |",
-        (ab + ba) as f64 / (ab_s + ba_s)
+    row(
+        &mut report,
+        "conflict-heavy delivery, both ways, changes/s",
+        format!("{:.0}", (ab + ba) as f64 / (ab_s + ba_s)),
     );
 
     both_update_all(&m)?;
@@ -260,11 +265,13 @@ pub fn hot(cli: &[std::ffi::OsString], seconds: u64) -> Result<()> {
         }
         Ok((longest, drained?))
     })?;
-    let _ = writeln!(
-        report,
-        "| peer writers' longest transaction while a drain applies {} conflicting changes there, ms | {:.0} |",
-        drained.0,
-        longest.as_secs_f64() * 1000.0
+    row(
+        &mut report,
+        &format!(
+            "peer writers' longest transaction while a drain applies {} conflicting changes there, ms",
+            drained.0
+        ),
+        format!("{:.0}", longest.as_secs_f64() * 1000.0),
     );
     drop(m);
 
@@ -273,33 +280,38 @@ pub fn hot(cli: &[std::ffi::OsString], seconds: u64) -> Result<()> {
         seconds,
         &["--mode", "async", "--conflict", "last-write-wins"],
     )?;
-    let _ = writeln!(
-        report,
-        "| TPC-B {seconds} s on both masters, 2 writers each, `repctl run`: TPS a / b | {:.0} / {:.0} |",
-        lww.tps[0], lww.tps[1]
+    row(
+        &mut report,
+        &format!("TPC-B {seconds} s on both masters, 2 writers each, `repctl run`: TPS a / b"),
+        format!("{:.0} / {:.0}", lww.tps[0], lww.tps[1]),
     );
-    let _ = writeln!(
-        report,
-        "| TPC-B: nodes equal after the writers stopped, s (verify's own time included) | {:.1} |",
-        lww.equal.as_secs_f64()
+    row(
+        &mut report,
+        "TPC-B: nodes equal after the writers stopped, s (verify's own time included)",
+        format!("{:.1}", lww.equal.as_secs_f64()),
     );
     let sync = tpcb_both(cli, seconds, &[])?;
-    let _ = writeln!(
-        report,
-        "| TPC-B {seconds} s as above, default sync mode (origin-wins), `repctl run` too: TPS a / b (ratio) | {:.0} / {:.0} ({:.1}×) |",
-        sync.tps[0],
-        sync.tps[1],
-        sync.tps[0].max(sync.tps[1]) / sync.tps[0].min(sync.tps[1]).max(1.0)
+    row(
+        &mut report,
+        &format!(
+            "TPC-B {seconds} s as above, default sync mode (origin-wins), `repctl run` too: TPS a / b (ratio)"
+        ),
+        format!(
+            "{:.0} / {:.0} ({:.1}×)",
+            sync.tps[0],
+            sync.tps[1],
+            sync.tps[0].max(sync.tps[1]) / sync.tps[0].min(sync.tps[1]).max(1.0)
+        ),
     );
-    let _ = writeln!(
-        report,
-        "| TPC-B sync: each node's slowest second, transactions a / b | {} / {} |",
-        sync.slowest[0], sync.slowest[1]
+    row(
+        &mut report,
+        "TPC-B sync: each node's slowest second, transactions a / b",
+        format!("{} / {}", sync.slowest[0], sync.slowest[1]),
     );
-    let _ = writeln!(
-        report,
-        "| TPC-B sync: nodes equal after the writers stopped, s | {:.1} |",
-        sync.equal.as_secs_f64()
+    row(
+        &mut report,
+        "TPC-B sync: nodes equal after the writers stopped, s",
+        format!("{:.1}", sync.equal.as_secs_f64()),
     );
     println!("{report}");
     Ok(())
