@@ -202,8 +202,9 @@ begin
       if v_results is not null and v_table.conflict in ('origin-wins', 'target-wins')
          and current_setting({{ flushing_setting | ql }}, true) is not distinct from 'on'
          and exists (select from unnest(v_results) as r where r.kind is not null and r.kind <> 'merged') then
-        raise exception 'repctl: a change of % from node % meets one of node % not yet delivered there; queued, for % to decide in delivery order',
-          v_segment.tbl, p_origin, v_node, v_table.conflict
+        raise exception 'repctl: a change of % from node % conflicts with the row on node % (%); queued, for % to decide in delivery order',
+          v_segment.tbl, p_origin, v_node,
+          (select r.kind from unnest(v_results) as r where r.kind is not null and r.kind <> 'merged' limit 1), v_table.conflict
           using errcode = 'serialization_failure';
       end if;
       -- Nothing returned: no conflict, no version to record (the common case without versions).
