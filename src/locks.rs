@@ -17,6 +17,33 @@ pub const DRAIN_LOCK: i32 = 0x7265_7063;
 /// pair's drain lock: `repctl run` sees it and yields the pair (`wanted_pairs`).
 pub const WANT_LOCK: i32 = 0x7265_7077;
 
+/// Class of the lock `repctl run` holds on every node (second key 0) while it runs: a second run
+/// would deliver the two directions of a pair at the same instant, which origin-wins and
+/// target-wins cannot order.
+pub const RUN_LOCK: i32 = 0x7265_7072;
+
+/// Takes the run lock for the session; when another session holds it, says which.
+pub fn take_run_lock(c: &mut Client) -> Result<Option<String>> {
+    let row = c.query_one(
+        "select pg_try_advisory_lock($1::int, 0),
+                (select format('pid %s%s', l.pid, coalesce(' from ' || a.client_addr::text, ''))
+                   from pg_locks l left join pg_stat_activity a on a.pid = l.pid
+                  where l.locktype = 'advisory' and l.granted and l.pid <> pg_backend_pid()
+                    and l.database = (select oid from pg_database where datname = current_database())
+                    and l.classid = $1::int::oid and l.objid = 0 and l.objsubid = 2
+                  limit 1)",
+        &[&RUN_LOCK],
+    )?;
+    Ok(if row.get(0) {
+        None
+    } else {
+        Some(
+            row.get::<_, Option<String>>(1)
+                .unwrap_or_else(|| "another session".into()),
+        )
+    })
+}
+
 /// Takes the pair's drain lock on the origin; held for the session, released by `unlock_pair`.
 /// While it waits, the pair is marked wanted, so a `repctl run` holding it lets go.
 pub fn lock_pair(origin: &mut Client, peer: &str, wait: Duration) -> Result<bool> {

@@ -252,3 +252,43 @@ fn a_third_node_joins_without_stopping_writers() {
     );
     stop_run(run);
 }
+
+/// A second `run` against the same nodes gives up within seconds, naming the node and the run
+/// there: two would deliver a pair's two directions at once, which origin-wins cannot order. The
+/// first goes on delivering; once it has stopped, another starts at once.
+#[test]
+fn a_second_run_refuses_while_one_delivers() {
+    let s = mesh(&["a", "b"], "async");
+    let first = start_run(&s, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let second = s.repctl(&["run"]);
+    assert_eq!(second.status.code(), Some(2), "the second run exits with an error");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("node a: another repctl run is delivering to and from it"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "it gave up within seconds"
+    );
+    s.node("a").exec("insert into m values (1, 'a', 1, null)");
+    wait_drained(&s, Duration::from_secs(30));
+    assert_eq!(
+        s.node("b").count("select count(*) from m"),
+        1,
+        "the first run delivers"
+    );
+    let log = stop_run(first);
+    assert!(!log.contains("another repctl run"), "{log}");
+    let again = start_run(&s, &[]);
+    s.node("b").exec("insert into m values (2, 'b', 1, null)");
+    wait_drained(&s, Duration::from_secs(30));
+    assert_eq!(
+        s.node("a").count("select count(*) from m"),
+        2,
+        "a new run delivers"
+    );
+    stop_run(again);
+}

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use log::{debug, info, warn};
 use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
@@ -46,6 +46,10 @@ struct NodeConn {
     backoff: Duration,
     retry_at: Instant,
     was_up: bool,
+    /// Whether this run has held the node's run lock (see `locks::take_run_lock`).
+    held_once: bool,
+    /// Since when another session has held it while this run never had it.
+    refused_since: Option<Instant>,
     /// When this run last pruned the node (retention_days); None: not yet.
     pruned_at: Option<Instant>,
 }
@@ -85,6 +89,8 @@ pub fn run(config: &Config, opts: &RunOptions, stop: &AtomicBool) -> Result<()> 
             backoff: Duration::from_millis(500),
             retry_at: Instant::now(),
             was_up: false,
+            held_once: false,
+            refused_since: None,
             pruned_at: None,
         })
         .collect();
@@ -97,7 +103,7 @@ pub fn run(config: &Config, opts: &RunOptions, stop: &AtomicBool) -> Result<()> 
     let mut visit = vec![true; n];
     info!("run: delivering between {} nodes", n);
     while !stop.load(Ordering::SeqCst) {
-        reconnect(&mut nodes, &mut pairs);
+        reconnect(&mut nodes, &mut pairs)?;
         let mut clients: Vec<(String, Option<Client>)> = nodes
             .iter_mut()
             .map(|c| (c.node.name.clone(), c.client.take()))
@@ -378,7 +384,11 @@ fn log_backlogs(nodes: &mut [NodeConn], pairs: &[Vec<PairState>]) {
     }
 }
 
-fn reconnect(nodes: &mut [NodeConn], pairs: &mut [Vec<PairState>]) {
+/// How long a run that never held a node's run lock waits for it (a run just killed may still hold
+/// it until its session ends) before it gives up: another run delivers to and from that node.
+const RUN_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+fn reconnect(nodes: &mut [NodeConn], pairs: &mut [Vec<PairState>]) -> Result<()> {
     for (i, conn) in nodes.iter_mut().enumerate() {
         if conn.client.is_some() {
             continue;
@@ -406,7 +416,47 @@ fn reconnect(nodes: &mut [NodeConn], pairs: &mut [Vec<PairState>]) {
             ))?;
             Ok(c)
         }) {
-            Ok(c) => {
+            Ok(mut c) => {
+                match locks::take_run_lock(&mut c) {
+                    Err(e) => {
+                        warn!("node {}: taking its run lock: {e:#}", conn.node.name);
+                        conn.retry_at = Instant::now() + conn.backoff;
+                        continue;
+                    }
+                    Ok(Some(holder)) if conn.held_once => {
+                        // This run's own lost session may hold it until the server notices.
+                        warn!(
+                            "node {}: its run lock is still held by {holder}; retrying",
+                            conn.node.name
+                        );
+                        conn.retry_at = Instant::now() + conn.backoff;
+                        conn.backoff = (conn.backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                    Ok(Some(holder))
+                        if conn
+                            .refused_since
+                            .is_none_or(|t| t.elapsed() < RUN_LOCK_WAIT) =>
+                    {
+                        // A run that has just stopped may hold it a moment longer.
+                        conn.refused_since.get_or_insert_with(Instant::now);
+                        debug!("node {}: its run lock is held by {holder}", conn.node.name);
+                        conn.retry_at = Instant::now() + Duration::from_millis(200);
+                        continue;
+                    }
+                    Ok(Some(holder)) => {
+                        bail!(
+                            "node {}: another repctl run is delivering to and from it (its session: {holder}); \
+                             two would deliver the two directions of a pair at once, which origin-wins and \
+                             target-wins cannot order: stop the other run first",
+                            conn.node.name
+                        );
+                    }
+                    Ok(None) => {
+                        conn.held_once = true;
+                        conn.refused_since = None;
+                    }
+                }
                 info!("node {}: connected", conn.node.name);
                 conn.client = Some(c);
                 conn.was_up = true;
@@ -431,6 +481,7 @@ fn reconnect(nodes: &mut [NodeConn], pairs: &mut [Vec<PairState>]) {
             }
         }
     }
+    Ok(())
 }
 
 /// Whether `c` has notifications, waiting up to `wait` for one; consumes them.
